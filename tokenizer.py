@@ -1,0 +1,144 @@
+"""
+One small tokenizer layer shared by data/*/prepare.py, sample.py and eval.py.
+A dataset's meta.json says which tokenizer its .bin files use:
+- 'char':    one id per character, vocabulary = meta['chars'] (sorted)
+- 'gpt2':    OpenAI's GPT-2 BPE through tiktoken (eot 50256)
+- 'llama2c': a llama2.c tokenizer.bin (sentencepiece BPE export, e.g. stories260K's tok512.bin), read here
+             in pure python so the tokenizer needs no sentencepiece install
+get_tokenizer(meta) returns an object with .encode(str) -> list[int], .decode(list[int]) -> str,
+.vocab_size, .eot and .bos (int or None). encode() never adds special tokens; prepare scripts add them.
+"""
+import json
+import os
+import struct
+from types import SimpleNamespace
+
+
+def load_meta(data_dir):
+    path = os.path.join(data_dir, 'meta.json')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no meta.json in {data_dir} (run the dataset's prepare.py first)")
+    with open(path) as f:
+        meta = json.load(f)
+    if meta.get('path') and not os.path.isabs(meta['path']):  # tokenizer file given relative to the data dir
+        meta['path'] = os.path.join(data_dir, meta['path'])
+    return meta
+
+
+def get_tokenizer(meta):
+    kind = meta.get('tokenizer')
+    if kind == 'char':
+        chars = meta['chars']
+        stoi = {c: i for i, c in enumerate(chars)}
+        def encode(s):
+            bad = set(s) - stoi.keys()
+            if bad:
+                raise ValueError(f"characters not in this dataset's vocabulary: {''.join(sorted(bad))!r}")
+            return [stoi[c] for c in s]
+        return SimpleNamespace(encode=encode, decode=lambda ids: ''.join(chars[i] for i in ids),
+                               vocab_size=len(chars), eot=None, bos=None)
+    if kind == 'gpt2':
+        import tiktoken
+        try:
+            enc = tiktoken.get_encoding('gpt2')
+        except Exception as e:  # offline without a cache: tiktoken tries to download and fails
+            raise FileNotFoundError("cannot load the GPT-2 BPE offline: set TIKTOKEN_CACHE_DIR to a folder with the "
+                                    "cached GPT-2 BPE files, e.g. ../shared/tokenizers/tiktoken_cache") from e
+        # encode_ordinary: text is always text, a literal '<|endoftext|>' in the data is not the EOT token
+        return SimpleNamespace(encode=enc.encode_ordinary, decode=enc.decode,
+                               vocab_size=enc.n_vocab, eot=enc.eot_token, bos=None)
+    if kind == 'llama2c':
+        if not meta.get('path'):
+            raise ValueError("llama2c meta needs 'path', the llama2.c tokenizer.bin file")
+        return Llama2cTokenizer(meta['path'])
+    raise ValueError(f"unknown tokenizer {kind!r} in meta (expected 'char', 'gpt2' or 'llama2c')")
+
+
+class Llama2cTokenizer:
+    """
+    llama2.c's tokenizer.bin: int32 max_token_length, then per piece float32 score, int32 length, bytes.
+    Piece 0 <unk>, 1 <s> (BOS), 2 </s> (EOS), then byte-fallback pieces <0x00>..<0xFF>, then the BPE pieces
+    (sentencepiece's '▁' is stored as a plain space). Encoding is sentencepiece BPE as in llama2.c's run.c:
+    prepend a space, start from single characters, repeatedly merge the adjacent pair whose merged piece has
+    the highest score (leftmost on ties); characters outside the vocabulary become their UTF-8 byte pieces.
+
+    Speed: run.c's loop costs O(n^2) on the whole text. Instead we cut the text where no merge can ever
+    cross: between characters a, b when no multi-character piece has b at a non-first position or no piece
+    has a at a non-last position (a character outside the vocabulary is cut on both sides). Merges inside
+    one segment never depend on other segments, so encoding segment by segment gives exactly run.c's ids.
+    For sentencepiece vocabs (pieces are '▁word' or 'word') every space is a cut, so segments are single
+    words; we BPE each distinct word once and cache it. Pieces with inner spaces would just make longer
+    segments (slower, still exact). This is computed from the vocab, not assumed.
+    """
+
+    def __init__(self, path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"llama2c tokenizer file not found: {path}")
+        with open(path, 'rb') as f:
+            data = f.read()
+        self.pieces, self.scores = [], []
+        try:
+            offset = 4  # skip max_token_length
+            while offset < len(data):
+                score, n = struct.unpack_from('<fi', data, offset)
+                if not 0 <= n <= len(data) - offset - 8:
+                    raise ValueError
+                self.pieces.append(data[offset + 8:offset + 8 + n])
+                self.scores.append(score)
+                offset += 8 + n
+            byte_ids = [self.pieces.index(f'<0x{b:02X}>'.encode()) for b in range(256)]
+        except (struct.error, ValueError):
+            raise ValueError(f"{path} is not a llama2.c tokenizer.bin file") from None
+        self.path, self.vocab_size = path, len(self.pieces)
+        self.bos, self.eot, self.unk = 1, 2, 0  # llama2.c's fixed ids: <s>, </s>, <unk>
+        self.byte_ids, self.byte_of = byte_ids, {i: b for b, i in enumerate(byte_ids)}
+        # the pieces BPE may produce: everything except the 3 control pieces and the byte pieces
+        self.ids = {self.pieces[i].decode('utf-8'): i for i in range(3, self.vocab_size) if i not in self.byte_of}
+        multi = [p for p in self.ids if len(p) > 1]
+        self.continues = set(c for p in multi for c in p[1:])  # chars that can follow inside a piece
+        self.extends = set(c for p in multi for c in p[:-1])   # chars that can be followed inside a piece
+        self.cache = {}
+
+    def encode(self, text):
+        if not text:
+            return []
+        text = ' ' + text  # sentencepiece's dummy prefix: the first word looks like every other word
+        ids, start = [], 0
+        for j in range(1, len(text)):
+            if text[j] not in self.continues or text[j - 1] not in self.extends:
+                ids += self._bpe(text[start:j])
+                start = j
+        return ids + self._bpe(text[start:])
+
+    def _bpe(self, segment):
+        if segment in self.cache:
+            return self.cache[segment]
+        syms = list(segment)
+        while len(syms) > 1:  # merge the best-scoring adjacent pair until no pair is a piece
+            best, best_i = None, None
+            for i in range(len(syms) - 1):
+                j = self.ids.get(syms[i] + syms[i + 1])
+                if j is not None and (best is None or self.scores[j] > best):
+                    best, best_i = self.scores[j], i
+            if best_i is None:
+                break
+            syms[best_i:best_i + 2] = [syms[best_i] + syms[best_i + 1]]
+        ids = []
+        for s in syms:  # a symbol still not in the vocab is a lone unknown char: byte fallback
+            ids += [self.ids[s]] if s in self.ids else [self.byte_ids[b] for b in s.encode('utf-8')]
+        if len(self.cache) < 1_000_000:  # bound memory on huge corpora
+            self.cache[segment] = ids
+        return ids
+
+    def decode(self, ids):
+        # like sentencepiece: drop the dummy-prefix space at the start and after each BOS, so
+        # decode(encode(s)) == s; byte pieces are raw bytes, joined before utf-8 decoding so characters
+        # split over several byte pieces come back whole; control pieces print as stored ('\n<s>\n')
+        out, prev = bytearray(), self.bos
+        for i in ids:
+            piece = bytes([self.byte_of[i]]) if i in self.byte_of else self.pieces[i]
+            if prev == self.bos and piece.startswith(b' ') and i not in self.byte_of:
+                piece = piece[1:]
+            out += piece
+            prev = i
+        return out.decode('utf-8', errors='replace')
