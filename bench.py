@@ -1,0 +1,410 @@
+"""
+Benchmarks on the machine at hand (CPU first). Each section prints a markdown table:
+  train     train-step ms/iter, tok/s and MFU for fp32 / bf16-autocast x eager / torch.compile;
+            MFU is against a peak FLOP/s measured here by a large matmul in the same dtype
+  adapters  step time with LoRA and IA3 relative to no adapters (full training and frozen base)
+  generate  sampling tok/s with and without the KV cache
+  memory    peak RSS while sampling from a tied model vs its untied equivalent (separate child
+            processes), and parameter counts as tied repeats are added
+  loss      (not in the default run) loss after loss_iters steps per mode, to check that a faster
+            mode learns the same; a second fp32 run with another seed shows the noise
+The default model is nanoGPT's shakespeare_char CPU reference config; batches are drawn from a
+random (but learnable) token chain, or from train.bin of a prepared data_dir.
+
+$ python bench.py                                  # train, adapters, generate, memory (~3 min)
+$ python bench.py --only=train --modes=fp32-eager --threads=1
+$ python bench.py --only=loss --data_dir=data/shakespeare_char
+$ python bench.py --json                          # one JSON object instead of tables
+The machine is measured as it is: other busy processes slow every number (the tables report how
+much CPU others used during the run; above ~10% the numbers are not comparable).
+"""
+import itertools
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import nullcontext, redirect_stdout
+
+import numpy as np
+import torch
+
+from configurator import configure
+from model import GPT, GPTConfig
+
+defaults = dict(
+    only='train,adapters,generate,memory',  # comma-separated sections; 'loss' is extra (~1-2 min)
+    # model and optimizer: nanoGPT's shakespeare_char CPU reference
+    n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, dropout=0.0, bias=True,
+    batch_size=12, learning_rate=1e-3, weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0,
+    data_dir='',      # prepared dataset (train.bin + meta.json); '' = synthetic tokens
+    modes='fp32-eager,fp32-compile,bf16-eager,bf16-compile',  # train (and loss) section rows
+    mode='fp32-eager',  # the one mode the adapters and generate sections use
+    threads=0,        # torch intra-op threads; 0 = torch's default
+    clock='wall',     # 'wall' | 'cpu': this process's CPU time, robust to other load (use with --threads=1)
+    warmup=10,        # untimed steps first (compilation happens here)
+    iters=40,         # timed steps per variant; the median is reported
+    lora_rank=8,
+    gen_tokens=256, gen_block_size=256,  # generation runs the train model with this context
+    # memory: width large enough that weights dominate the process
+    mem_n_embd=1536, mem_n_head=12, mem_logical=12, mem_physical=4, mem_tokens=16,
+    loss_iters=300,
+    seed=1337,
+    json=False,
+)
+with redirect_stdout(sys.stderr):  # keep stdout for the tables (or the JSON)
+    config = configure(defaults, ['--json=True' if a == '--json' else a for a in sys.argv[1:]])
+as_json = config.pop('json')  # the flag shares its name with the module
+globals().update(config)
+sections = [s for s in only.split(',') if s]
+bad = sorted(set(sections) - {'train', 'adapters', 'generate', 'memory', 'loss'})
+if bad:
+    sys.exit(f"error: unknown section(s) {bad} in --only; valid: train, adapters, generate, memory, loss")
+mode_list = [m for m in modes.split(',') if m]
+for m in mode_list + [mode]:
+    if m not in ('fp32-eager', 'fp32-compile', 'bf16-eager', 'bf16-compile'):
+        sys.exit(f"error: unknown mode {m!r}; valid: fp32-eager, fp32-compile, bf16-eager, bf16-compile")
+if clock not in ('wall', 'cpu'):
+    sys.exit(f"error: clock must be 'wall' or 'cpu', got {clock!r}")
+if threads > 0:
+    torch.set_num_threads(threads)
+tick = time.perf_counter if clock == 'wall' else time.process_time
+repo = os.path.dirname(os.path.abspath(__file__))
+results = {}
+
+
+def say(msg):  # progress goes to stderr so stdout is only tables (or JSON)
+    print(msg, file=sys.stderr, flush=True)
+
+
+def table(title, header, rows):
+    if as_json:
+        return
+    print(f"\n### {title}\n")
+    print('| ' + ' | '.join(header) + ' |')
+    print('|' + '---|' * len(header))
+    for r in rows:
+        print('| ' + ' | '.join(str(c) for c in r) + ' |')
+
+# -----------------------------------------------------------------------------
+# data: fixed batches from train.bin or from a random sparse bigram chain (every token has 4
+# possible successors, so the best loss is ln 4 = 1.386: noise that a model can still learn)
+
+if data_dir:
+    meta_path = os.path.join(data_dir, 'meta.json')
+    if not os.path.isfile(os.path.join(data_dir, 'train.bin')):
+        sys.exit(f"error: no train.bin in data_dir {data_dir!r} (run its prepare.py)")
+    try:
+        meta = json.load(open(meta_path)) if os.path.isfile(meta_path) else {}
+    except ValueError as e:
+        sys.exit(f"error: {meta_path} is not valid JSON ({e})")
+    data = np.memmap(os.path.join(data_dir, 'train.bin'), dtype=np.dtype(meta.get('dtype', 'uint16')), mode='r')
+    vocab_size = meta.get('vocab_size', vocab_size)
+else:
+    rng = np.random.default_rng(seed)
+    succ, pick = rng.integers(0, vocab_size, (vocab_size, 4)).tolist(), rng.integers(0, 4, 200_000).tolist()
+    chain = [0]
+    for p in pick[1:]:
+        chain.append(succ[chain[-1]][p])
+    data = np.array(chain, dtype=np.int64)
+if len(data) <= block_size + 1:
+    sys.exit(f"error: {len(data)} tokens of data is too few for block_size {block_size}")
+
+
+def batches(n, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        ix = rng.integers(0, len(data) - block_size - 1, batch_size)
+        x = torch.from_numpy(np.stack([data[i:i + block_size] for i in ix]).astype(np.int64))
+        y = torch.from_numpy(np.stack([data[i + 1:i + 1 + block_size] for i in ix]).astype(np.int64))
+        out.append((x, y))
+    return out
+
+
+pool = batches(32, seed)
+model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
+                  vocab_size=vocab_size, dropout=dropout, bias=bias)
+tokens_per_iter = batch_size * block_size
+
+# -----------------------------------------------------------------------------
+# machine: how busy others make it, and peak matmul FLOP/s per dtype
+
+
+def cpu_snapshot():
+    """(busy, total) jiffies of the whole machine and this process tree's CPU jiffies; None off Linux."""
+    try:
+        with open('/proc/stat') as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except OSError:
+        return None
+    own = sum(getattr(resource.getrusage(w), a) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for a in ('ru_utime', 'ru_stime'))
+    return sum(v) - v[3] - v[4], sum(v), own * os.sysconf('SC_CLK_TCK')
+
+
+def others_load(start):
+    """Percent of the machine's CPU that other processes used since start."""
+    end = cpu_snapshot()
+    if start is None or end is None or end[1] == start[1]:
+        return None
+    others = (end[0] - start[0]) - (end[2] - start[2])
+    return max(0.0, 100 * others / (end[1] - start[1]))
+
+
+def measure_peak(dtype, n=2048, reps=5):
+    """Best achieved FLOP/s of an n x n matmul (on the same clock as the steps): the ceiling for MFU."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = 0.0
+    for _ in range(reps):
+        t0 = tick()
+        for _ in range(3):
+            a @ b
+        best = max(best, 3 * 2 * n ** 3 / (tick() - t0))
+    return best
+
+
+start = cpu_snapshot()
+time.sleep(0.5)
+idle_load = others_load(start)
+if idle_load is not None and idle_load > 10:
+    say(f"warning: other processes are using {idle_load:.0f}% of the CPU; wall-clock numbers will be slow and "
+        "noisy (--clock=cpu --threads=1 measures this process's CPU time instead)")
+say("measuring peak matmul FLOP/s...")
+peak = {'fp32': measure_peak(torch.float32), 'bf16': measure_peak(torch.bfloat16)}
+try:
+    cpu_name = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+except (OSError, StopIteration):
+    cpu_name = platform.processor() or platform.machine()
+results['machine'] = dict(cpu=cpu_name, cores=os.cpu_count(), torch=torch.__version__,
+                          threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(),
+                          peak_flops=peak, others_load_at_start=idle_load)
+table("machine", ['cpu', 'cores', 'torch', 'threads (intra/inter-op)', 'peak fp32 matmul', 'peak bf16 matmul'],
+      [[cpu_name, os.cpu_count(), torch.__version__, f"{torch.get_num_threads()}/{torch.get_num_interop_threads()}",
+        f"{peak['fp32'] / 1e9:,.0f} GFLOP/s", f"{peak['bf16'] / 1e9:,.0f} GFLOP/s"]])
+
+# -----------------------------------------------------------------------------
+# one training step exactly as train.py takes it: autocast forward, backward, clip, AdamW
+
+
+def build(**over):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(**{**model_args, **over}))
+
+
+def trainer(model, m, train_only='all'):
+    """A zero-arg function that takes one training step of model in mode m on the next batch."""
+    model.train()
+    if train_only != 'all':
+        model.set_trainable(train_only)
+    opt = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), 'cpu')
+    net = torch.compile(model) if m.endswith('compile') else model
+    ctx = torch.autocast('cpu', dtype=torch.bfloat16) if m.startswith('bf16') else nullcontext()
+    params = [p for p in model.parameters() if p.requires_grad]
+    cycle = itertools.cycle(pool)
+
+    def step(batch=None):
+        x, y = batch or next(cycle)
+        with ctx:
+            _, loss = net(x, y)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+    step.optimizer = opt
+    return step
+
+
+def timed(runs, warmup, iters, rounds=4):
+    """Median seconds per call of each zero-arg function after `warmup` untimed calls. The variants
+    take turns in rounds, so a load spike on a shared machine hits all of them alike."""
+    first = {}
+    for k, f in runs.items():
+        say(f"  warming up {k}")
+        t0 = time.perf_counter()
+        f()
+        first[k] = time.perf_counter() - t0
+        for _ in range(warmup - 1):
+            f()
+    times = {k: [] for k in runs}
+    for _ in range(rounds):
+        for k, f in runs.items():
+            for _ in range(max(1, iters // rounds)):
+                t0 = tick()
+                f()
+                times[k].append(tick() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}, first
+
+# -----------------------------------------------------------------------------
+
+
+if 'train' in sections:
+    say("train: building one model per mode")
+    steps = {m: trainer(build(), m) for m in mode_list}
+    med, first = timed(steps, warmup, iters)
+    fpt = build().flops_per_token()
+    opt0 = next(iter(steps.values())).optimizer.defaults
+    optim = 'fused' if opt0.get('fused') else 'foreach' if opt0.get('foreach') else 'for-loop'  # None = for-loop on CPU
+    base = med.get('fp32-eager')
+    rows, res = [], {}
+    for m in mode_list:
+        dt = med[m]
+        mfu = fpt * tokens_per_iter / dt / peak['bf16' if m.startswith('bf16') else 'fp32']
+        res[m] = dict(ms_per_iter=dt * 1e3, tok_per_sec=tokens_per_iter / dt, mfu=mfu, first_step_s=first[m])
+        rows.append([m, f"{dt * 1e3:.2f}", f"{tokens_per_iter / dt:,.0f}", f"{100 * mfu:.1f}%",
+                     f"{base / dt:.2f}x" if base else '-', f"{first[m]:.1f}"])
+    results['train'] = dict(modes=res, flops_per_token=fpt, tokens_per_iter=tokens_per_iter, optimizer=optim)
+    table(f"train step: n_layer={n_layer} n_head={n_head} n_embd={n_embd} block_size={block_size} "
+          f"batch_size={batch_size}, AdamW ({optim}), grad_clip={grad_clip}; {clock} clock, {torch.get_num_threads()} threads",
+          ['mode', 'ms/iter', 'tok/s', 'MFU', 'speed vs fp32-eager', 'first step (s)'], rows)
+
+if 'adapters' in sections:
+    say(f"adapters: {mode}, LoRA r={lora_rank} on all targets, IA3")
+    variants = {'none / full': ({}, 'all'),
+                'LoRA / full': (dict(lora_rank=lora_rank), 'all'),
+                'IA3 / full': (dict(ia3=True), 'all'),
+                'LoRA / adapters only': (dict(lora_rank=lora_rank), 'adapters'),
+                'IA3 / adapters only': (dict(ia3=True), 'adapters')}
+    runs, trainable = {}, {}
+    for k, (over, spec) in variants.items():
+        model = build(**over)
+        runs[k] = trainer(model, mode, spec)
+        trainable[k] = model.param_counts()['trainable']
+    med, _ = timed(runs, warmup, iters)
+    base = med['none / full']
+    pairs = {'LoRA / adapters only': 'LoRA / full', 'IA3 / adapters only': 'IA3 / full'}
+    rows, res = [], {}
+    for k in variants:
+        res[k] = dict(ms_per_iter=med[k] * 1e3, overhead_vs_none=med[k] / base - 1, trainable=trainable[k])
+        rows.append([k, f"{trainable[k]:,}", f"{med[k] * 1e3:.2f}", f"{100 * (med[k] / base - 1):+.1f}%",
+                     f"{100 * (med[k] / med[pairs[k]] - 1):+.1f}%" if k in pairs else '-'])
+    targets = {'LoRA / full': 0.15, 'IA3 / full': 0.05}
+    verdict = {k: med[k] / base - 1 <= t for k, t in targets.items()}
+    results['adapters'] = dict(mode=mode, lora_rank=lora_rank, variants=res, within_target=verdict)
+    table(f"adapter overhead ({mode}, {clock} clock, same model as train; targets: LoRA <= +15%, IA3 <= +5% over none): "
+          + ', '.join(f"{k.split()[0]} {'PASS' if v else 'FAIL'}" for k, v in verdict.items()),
+          ['adapters / trained', 'trainable params', 'ms/iter', 'vs none / full', 'frozen base vs full'], rows)
+
+if 'generate' in sections:
+    say(f"generate: {gen_tokens} new tokens, batch 1, {mode.split('-')[0]} eager")
+    model = build(block_size=gen_block_size).eval()
+    ctx = torch.autocast('cpu', dtype=torch.bfloat16) if mode.startswith('bf16') else nullcontext()
+    prompt = torch.zeros((1, 1), dtype=torch.long)
+    outs = {}
+
+    def sampler(use_cache):
+        def run():
+            torch.manual_seed(seed)
+            with ctx:
+                outs[use_cache] = model.generate(prompt, gen_tokens, temperature=0.0, use_cache=use_cache)
+        return run
+    med, _ = timed({'cache': sampler(True), 'no cache': sampler(False)}, warmup=1, iters=3, rounds=3)  # whole generations
+    same = torch.equal(outs[True], outs[False])
+    rows, res = [], {}
+    for c in ('no cache', 'cache'):
+        res[c.replace(' ', '_')] = dict(seconds=med[c], tok_per_sec=gen_tokens / med[c])
+        rows.append([c, f"{med[c]:.3f}", f"{gen_tokens / med[c]:,.0f}", f"{med['no cache'] / med[c]:.2f}x"])
+    results['generate'] = dict(tokens=gen_tokens, greedy_outputs_match=same, **res)
+    table(f"generation: {gen_tokens} tokens from a 1-token prompt, greedy, block_size={gen_block_size} "
+          f"(cached and uncached outputs {'identical' if same else 'DIFFER'})",
+          ['', 'seconds', 'tok/s', 'speedup'], rows)
+
+# the memory child: build one model, sample from it, report its own peak RSS. VmHWM, not ru_maxrss:
+# Linux carries ru_maxrss across fork+exec, so a child would inherit this (big) process's RSS.
+CHILD = r"""
+import json, resource, sys, torch
+from model import GPT, GPTConfig
+
+def rss_kib(field):
+    try:
+        return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(field + ':'))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+a = json.loads(sys.argv[1])
+threads, tokens = a.pop('threads'), a.pop('tokens')
+if threads:
+    torch.set_num_threads(threads)
+base = rss_kib('VmRSS')
+torch.manual_seed(0)
+model = GPT(GPTConfig(**a)).eval()
+model.generate(torch.zeros((1, 1), dtype=torch.long), tokens, temperature=0.0)
+print(json.dumps(dict(base_kib=base, peak_kib=rss_kib('VmHWM'), counts=model.param_counts())))
+"""
+
+if 'memory' in sections:
+    tied_map = [i * mem_physical // mem_logical for i in range(mem_logical)]
+    mem_args = dict(n_head=mem_n_head, n_embd=mem_n_embd, block_size=block_size, vocab_size=vocab_size, bias=bias)
+    kinds = {f'tied: {mem_logical} logical on {mem_physical} blocks': dict(n_layer=mem_physical, layer_map=tied_map),
+             f'untied: {mem_logical} blocks': dict(n_layer=mem_logical)}
+    rows, res = [], {}
+    for k, over in kinds.items():
+        say(f"memory: sampling {mem_tokens} tokens from the {k} model in a child process")
+        arg = dict(mem_args, **over, threads=threads, tokens=mem_tokens)
+        p = subprocess.run([sys.executable, '-c', CHILD, json.dumps(arg)], cwd=repo, capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.exit(f"error: memory child for {k!r} failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}")
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        res[k] = dict(peak_rss_mib=r['peak_kib'] / 1024, base_rss_mib=r['base_kib'] / 1024,
+                      unique_params=r['counts']['unique'], logical_params=r['counts']['logical'])
+    t, u = res.values()
+    ratio = t['peak_rss_mib'] / u['peak_rss_mib']
+    for k, r in res.items():
+        rows.append([k, f"{r['unique_params']:,}", f"{r['logical_params']:,}", f"{r['peak_rss_mib']:,.0f}",
+                     f"{r['peak_rss_mib'] - r['base_rss_mib']:,.0f}"])
+    # unique parameters stay flat as repeats of the same blocks are added (meta device: no memory)
+    counts = {}
+    with torch.device('meta'):
+        for n in sorted({mem_physical, 2 * mem_physical, 3 * mem_physical, 4 * mem_physical}):
+            m = GPT(GPTConfig(**mem_args, n_layer=mem_physical, layer_map=[i * mem_physical // n for i in range(n)]))
+            counts[n] = dict(m.param_counts(), flops_per_token=m.flops_per_token())
+    results['memory'] = dict(n_embd=mem_n_embd, models=res, tied_over_untied_rss=ratio, pass_half=ratio <= 0.5,
+                             param_counts_by_logical=counts)
+    table(f"memory: peak RSS sampling {mem_tokens} tokens, n_embd={mem_n_embd} (child processes); "
+          f"tied / untied = {ratio:.2f} (target <= 0.5: {'PASS' if ratio <= 0.5 else 'FAIL'})",
+          ['model', 'unique params', 'logical params', 'peak RSS (MiB)', 'above import (MiB)'], rows)
+    table(f"parameters as repeats are added ({mem_physical} physical blocks, n_embd={mem_n_embd})",
+          ['logical layers', 'unique', 'logical', 'trainable', 'FLOPs/token'],
+          [[n, f"{c['unique']:,}", f"{c['logical']:,}", f"{c['trainable']:,}", f"{c['flops_per_token']:.3g}"]
+           for n, c in counts.items()])
+
+if 'loss' in sections:
+    # same init, same batches per mode; loss = mean of the last 20 steps' training loss, then a
+    # fp32 eval on 8 fixed batches (the same for every run). A different-seed fp32 run shows the noise.
+    say(f"loss: {loss_iters} steps per mode")
+    evalb = batches(8, seed + 1)
+    res, rows = {}, []
+    runs = [(m, seed) for m in mode_list] + [('fp32-eager', seed + 1)]
+    for m, s in runs:
+        say(f"  {m}, seed {s}")
+        torch.manual_seed(s)
+        model = GPT(GPTConfig(**model_args))
+        step = trainer(model, m)
+        trainb = batches(loss_iters, s + 1000)
+        losses, t0 = [], time.perf_counter()
+        for b in trainb:
+            losses.append(step(b).item())
+        dt = time.perf_counter() - t0
+        model.eval()
+        with torch.no_grad():
+            val = statistics.mean(model(x, y)[1].item() for x, y in evalb)
+        key = m if s == seed else f"{m} (seed {s})"
+        res[key] = dict(train_loss=statistics.mean(losses[-20:]), eval_loss=val, seconds=dt)
+        rows.append([key, f"{res[key]['train_loss']:.4f}", f"{val:.4f}", f"{dt:.1f}"])
+    results['loss'] = dict(iters=loss_iters, runs=res)
+    table(f"loss after {loss_iters} steps ({'data ' + data_dir if data_dir else 'synthetic bigram chain, floor ln 4 = 1.386'}); "
+          f"the last row differs only in seed (init and batches): differences smaller than its gap are noise",
+          ['mode', 'train loss (last 20)', 'eval loss (fp32)', 'seconds (incl. compile)'], rows)
+
+load = others_load(start)
+results['machine']['others_load_during_run'] = load
+if as_json:
+    print(json.dumps(results))
+elif load is not None:
+    note = '' if load <= 10 else ' (too busy: wall-clock numbers unreliable)' if clock == 'wall' else ' (cpu clock: timings are this process\'s CPU time)'
+    print(f"\nCPU used by other processes during the run: {load:.0f}%{note}")

@@ -1,0 +1,124 @@
+"""
+The nanoGPT config contract, hardened:
+
+    python train.py config/override_file.py --batch_size=32 --init_from=hf:models/tiny
+
+A config file is Python executed with the current config as its globals; `--key=value` overrides
+it. Unlike nanoGPT's exec-based original, a misspelled key is an error that names the nearest valid
+keys (in files as well as on the command line), and every value is type checked against its
+default: ints are accepted where floats are expected, bools are True/False/true/false, a key whose
+default is None also takes None, and lists/dicts are Python literals. Values may contain '='.
+"""
+import ast
+import difflib
+import sys
+from pathlib import Path
+
+BOOLS = {'True': True, 'true': True, 'False': False, 'false': False}
+
+
+def allowed_types(key, defaults, types):
+    """The types a key accepts: an explicit entry in `types`, else the default's own type
+    (any type when the default is None; `object` also means any)."""
+    t = types.get(key) or (object if defaults[key] is None else type(defaults[key]))
+    t = tuple(t) if isinstance(t, (tuple, list)) else (t,)
+    if defaults[key] is None:
+        t += (type(None),)
+    return t
+
+
+def check(key, value, allowed):
+    """Return value coerced to one of the allowed types, or raise ValueError."""
+    if object in allowed:
+        return value
+    if isinstance(value, bool):  # bool is an int subclass: only accept it where a bool is expected
+        ok = bool in allowed
+    elif isinstance(value, int) and float in allowed and int not in allowed:
+        return float(value)
+    elif isinstance(value, tuple) and list in allowed:
+        return list(value)
+    else:
+        ok = isinstance(value, allowed)
+    if not ok:
+        names = ' or '.join('None' if t is type(None) else t.__name__ for t in allowed)
+        raise ValueError(f"{key}={value!r}: expected {names}, got {type(value).__name__}")
+    return value
+
+
+def parse(key, text, allowed):
+    """Turn the text of --key=text into a value of an allowed type."""
+    if text in BOOLS and bool in allowed:
+        return BOOLS[text]
+    if text == 'None' and type(None) in allowed:
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        value = text  # a bare word like --init_from=resume is a string
+    if not isinstance(value, str) and str in allowed and object not in allowed:
+        try:
+            return check(key, value, allowed)
+        except ValueError:
+            return text  # e.g. --dataset=1984 for a str key
+    return check(key, value, allowed)
+
+
+def unknown(key, valid, where):
+    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else " (run with --help for the list)"
+    return ValueError(f"unknown config key {key!r} {where}{hint}")
+
+
+def resolve(defaults, argv, types=None):
+    """Apply config files and --key=value args (in order) to a copy of defaults.
+    Returns (config, explicit): the resolved dict and the keys the user set. Raises ValueError."""
+    types, config, explicit = types or {}, dict(defaults), []
+    for arg in argv:
+        if arg in ('-h', '--help'):
+            print(f"usage: python {Path(sys.argv[0]).name} [config/file.py ...] [--key=value ...]\nkeys and defaults:")
+            for k, v in defaults.items():
+                print(f"  --{k}={v!r}")
+            sys.exit(0)
+        if not arg.startswith('--'):
+            path = Path(arg)
+            if not path.is_file():
+                raise ValueError(f"config file not found: {arg}")
+            scope = dict(config)
+            try:
+                tree = ast.parse(path.read_text(), str(path))
+                exec(compile(tree, str(path), 'exec'), scope)
+            except Exception as e:
+                raise ValueError(f"{arg}: {type(e).__name__}: {e}") from None
+            assigned = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+            for k, v in scope.items():
+                if k.startswith('_') or callable(v) or isinstance(v, type(ast)):
+                    continue  # imports, helpers and private names are not config
+                if k not in defaults:
+                    raise unknown(k, list(defaults), f"in {arg}")
+                if v is config[k] and k not in assigned:
+                    continue  # not set by this file
+                try:
+                    config[k] = check(k, v, allowed_types(k, defaults, types))
+                except ValueError as e:
+                    raise ValueError(f"{arg}: {e}") from None
+                explicit.append(k)
+        else:
+            key, eq, text = arg[2:].partition('=')
+            if not eq:
+                raise ValueError(f"expected --key=value, got {arg!r}")
+            if key not in defaults:
+                raise unknown(key, list(defaults), "on the command line")
+            config[key] = parse(key, text, allowed_types(key, defaults, types))
+            explicit.append(key)
+    return config, list(dict.fromkeys(explicit))
+
+
+def configure(defaults, argv=None, types=None):
+    """Script entry point: the resolved config dict; a bad config is a one-line error and exit 1."""
+    try:
+        config, explicit = resolve(defaults, sys.argv[1:] if argv is None else argv, types)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    for k in explicit:
+        print(f"config: {k} = {config[k]!r}", file=sys.stderr)
+    return config

@@ -1,0 +1,636 @@
+"""
+Evaluate checkpoints: perplexity, layer-map sweeps, growth-versus-scratch speedup, multiple choice.
+
+  python eval.py ppl out/scratch out/grown/best.pt llama2c:../shared/models/stories260K/stories260K.bin --data data/tinystories
+  python eval.py sweep out/ts4 --data data/tinystories --generate monotone,methods --length 8 --out sweep.csv
+  python eval.py compare scratch=out/scratch grown=out/grown --out compare.png
+  python eval.py mc out/ts4 --file choices.jsonl
+
+A checkpoint is a .pt file, an out_dir (its best.pt, else last.pt), or an import spec (hf:NAME, llama2c:PATH)
+handled by convert.py. --data is a prepared data dir (train.bin/val.bin/meta.json; --split picks the file) or a
+raw text file, which is encoded with each checkpoint's own tokenizer. Every checkpoint is scored on the same
+tokens: contiguous, non-overlapping windows of block_size from the start of the split, up to --tokens.
+ppl and sweep run on every rank under torchrun (windows are split across ranks, sums all-reduced).
+"""
+import argparse
+import csv
+import itertools
+import json
+import math
+import os
+import random
+import sys
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+# -----------------------------------------------------------------------------
+# loading models and tokens
+
+def load_model(spec, device):
+    """-> (model in eval mode on device, tokenizer meta dict or None)."""
+    if spec.startswith(('hf:', 'llama2c:')):
+        from convert import import_model  # lazy: pulls in transformers only when asked
+        ckpt = import_model(spec)
+    else:
+        from checkpoint import load_checkpoint
+        path = spec
+        if os.path.isdir(spec):  # an out_dir: its best checkpoint, else its last
+            best = os.path.join(spec, 'best.pt')
+            path = best if os.path.exists(best) else os.path.join(spec, 'last.pt')
+        ckpt = load_checkpoint(path)
+    from checkpoint import build_model
+    return build_model(ckpt).to(device).eval(), ckpt.get('tokenizer')
+
+
+def load_tokens(data, split, meta):
+    """Token ids of `data` -> (ids, tokenizer meta): a prepared dir's {split}.bin with its meta.json, or a raw text
+    file encoded with `meta`'s tokenizer."""
+    from tokenizer import get_tokenizer, load_meta
+    if os.path.isdir(data):
+        data_meta = load_meta(data)
+        path = os.path.join(data, f'{split}.bin')
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} not found (prepare the data first: data/<name>/prepare.py)")
+        if meta and any(meta.get(k) != data_meta.get(k) for k in ('tokenizer', 'vocab_size', 'chars')):
+            raise ValueError(f"{data} uses the {data_meta.get('tokenizer')} tokenizer (vocab {data_meta.get('vocab_size')}) "
+                             f"but the checkpoint was trained with {meta.get('tokenizer')} (vocab {meta.get('vocab_size')})")
+        return np.memmap(path, dtype=np.dtype(data_meta['dtype']), mode='r'), data_meta
+    if not os.path.isfile(data):
+        raise FileNotFoundError(f"--data {data}: no such file or directory")
+    if meta is None:
+        raise ValueError(f"the checkpoint carries no tokenizer, so raw text {data} cannot be encoded; pass a prepared data dir")
+    with open(data, encoding='utf-8') as f:
+        return np.array(get_tokenizer(meta).encode(f.read()), dtype=np.int64), meta
+
+
+def context_length(args, models):
+    """One window length for all models (so they see the same tokens): --block_size, or the smallest block_size."""
+    limit = min(m.config.block_size for m in models)
+    if args.block_size > limit:
+        raise ValueError(f"--block_size {args.block_size} exceeds the model's block_size {limit}")
+    return args.block_size or limit
+
+
+def windows(ids, T, budget):
+    """The first budget tokens as contiguous, non-overlapping windows: inputs X [n,T] and next-token targets Y [n,T]."""
+    n = min(budget, len(ids) - 1) // T
+    if n == 0:
+        raise ValueError(f"one window needs {T + 1} tokens: the data has {len(ids)}, --tokens is {budget}")
+    buf = torch.from_numpy(np.asarray(ids[:n * T + 1], dtype=np.int64))
+    return buf[:-1].view(n, T), buf[1:].view(n, T)
+
+
+def utf8_bytes(meta, Y):
+    """UTF-8 byte count of the text the evaluated (target) tokens decode to; eot/bos tokens stand for no text and
+    count 0 bytes (their loss still counts). The denominator of bits-per-byte; 0 without a tokenizer."""
+    from tokenizer import get_tokenizer
+    if meta is None:
+        return 0
+    tok = get_tokenizer(meta)
+    special = {tok.eot, tok.bos} - {None}
+    return len(tok.decode([i for i in Y.flatten().tolist() if i not in special]).encode('utf-8'))
+
+# -----------------------------------------------------------------------------
+# evaluation, on one process or all ranks of a torchrun
+
+def setup(args):
+    """Pick the device; join the process group under torchrun. -> (device, autocast context)."""
+    device = args.device
+    if int(os.environ.get('WORLD_SIZE', 1)) > 1:
+        import torch.distributed as dist
+        cuda = device.startswith('cuda')
+        dist.init_process_group('nccl' if cuda else 'gloo')
+        if cuda:
+            device = f"cuda:{os.environ['LOCAL_RANK']}"
+            torch.cuda.set_device(device)
+    dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[args.dtype]
+    ctx = nullcontext() if dtype == torch.float32 else torch.autocast(device.split(':')[0], dtype=dtype)
+    return device, ctx
+
+
+def rank_world():
+    import torch.distributed as dist
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+@torch.no_grad()
+def nll_sum(model, X, Y, batch_size, device, ctx, progress=None):
+    """Summed next-token NLL (nats) and token count over all windows; each rank takes windows rank::world."""
+    rank, world = rank_world()
+    top = max(X.max().item(), Y.max().item())
+    if top >= model.config.vocab_size:
+        raise ValueError(f"token id {top} is outside the model's vocab ({model.config.vocab_size})")
+    Xr, Yr = X[rank::world].contiguous(), Y[rank::world].contiguous()
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    for i in tqdm(range(0, len(Xr), batch_size), desc=progress, disable=progress is None or rank != 0, leave=False):
+        x, y = Xr[i:i + batch_size].to(device), Yr[i:i + batch_size].to(device)
+        with ctx:
+            logits, _ = model(x)
+        total[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction='sum').double()
+        total[1] += y.numel()
+    if world > 1:
+        import torch.distributed as dist
+        dist.all_reduce(total)
+    return total[0].item(), int(total[1].item())
+
+
+def score(model, X, Y, nbytes, args, device, ctx, progress=None):
+    nll, n = nll_sum(model, X, Y, args.batch_size, device, ctx, progress)
+    return {'tokens': n, 'loss': nll / n, 'ppl': math.exp(nll / n), 'bpb': nll / math.log(2) / nbytes if nbytes else None}
+
+# -----------------------------------------------------------------------------
+# ppl
+
+def cmd_ppl(args):
+    device, ctx = setup(args)
+    models = [load_model(spec, device) for spec in args.checkpoints]
+    T = context_length(args, [m for m, _ in models])
+    rows = []
+    for spec, (model, meta) in zip(args.checkpoints, models):
+        ids, meta = load_tokens(args.data, args.split, meta)
+        X, Y = windows(ids, T, args.tokens)
+        rows.append({'checkpoint': spec, 'params': model.param_counts()['unique'], 'block_size': T,
+                     **score(model, X, Y, utf8_bytes(meta, Y), args, device, ctx, progress=spec)})
+    if rank_world()[0] != 0:
+        return
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{args.data} ({args.split if os.path.isdir(args.data) else 'text'}), windows of {T} tokens\n")
+    print("| checkpoint | params | tokens | loss | ppl | bits/byte |\n|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        bpb = f"{r['bpb']:.4f}" if r['bpb'] is not None else "-"
+        print(f"| {r['checkpoint']} | {r['params']:,} | {r['tokens']:,} | {r['loss']:.4f} | {r['ppl']:.3f} | {bpb} |")
+
+# -----------------------------------------------------------------------------
+# sweep: evaluate a model run with different layer maps (weight-tied, no training)
+
+def parse_map(s, n_src, where):
+    try:
+        m = [int(t) for t in s.replace(',', ' ').split()]
+    except ValueError:
+        raise ValueError(f"{where}: layer map {s.strip()!r} has a non-integer entry") from None
+    if not m:
+        raise ValueError(f"{where}: empty layer map")
+    bad = [i for i in m if not 0 <= i < n_src]
+    if bad:
+        raise ValueError(f"{where}: layer map {s.strip()!r} uses layer {bad[0]}, the source has layers 0..{n_src - 1}")
+    return m
+
+
+def method_maps(n, T):
+    """Depth-growth recipes (METHODS.md 3-4, seed 000) written as layer maps of length T over n source layers."""
+    maps = [('stack', [i % n for i in range(T)]),            # G_stack: f0 f1 .. f0 f1 .. (whole model repeated)
+            ('interleave', [i * n // T for i in range(T)])]  # each layer repeated in place: f0 f0 f1 f1 ..
+    if T >= n >= 3:  # ends kept, middle layers stretched: the blog's 0,1,1,1,2,2,2,3
+        maps.append(('interleave_mid', [0] + [1 + i * (n - 2) // (T - 2) for i in range(T - 2)] + [n - 1]))
+    for a in range(1, n + 1):  # SOLAR depth up-scaling: layers [0,a) of one copy, then [b,n) of a second copy
+        b = a + n - T
+        if 0 <= b < n:
+            maps.append((f'dus[:{a}]+[{b}:]', list(range(a)) + list(range(b, n))))
+    for i, j in itertools.combinations_with_replacement(range(n), 2):  # partial stacking: block i..j repeated r times
+        size, extra = j - i + 1, T - n
+        if extra > 0 and extra % size == 0:
+            r = extra // size + 1
+            maps.append((f'repeat[{i}:{j + 1}]x{r}', list(range(i)) + list(range(i, j + 1)) * r + list(range(j + 1, n))))
+    return maps
+
+
+def keep_end_maps(n, T, max_maps, seed, monotone):
+    """Maps that keep the first and last layer in place (the blog found the others worse); the T-2 middle entries
+    are any layers (n**(T-2) maps) or, with monotone, a non-decreasing sequence. More than max_maps: a seeded
+    uniform random sample of max_maps of them."""
+    k = T - 2
+    if k < 0:
+        raise ValueError(f"--length {T}: maps that keep both ends need length >= 2")
+    total = math.comb(k + n - 1, k) if monotone else n ** k
+    if total <= max_maps:
+        mids = itertools.combinations_with_replacement(range(n), k) if monotone else itertools.product(range(n), repeat=k)
+    else:
+        rng = random.Random(seed)
+        if monotone:  # stars and bars: k sorted distinct positions among k+n-1 <-> a sorted multiset of k layers
+            picked = set()
+            while len(picked) < max_maps:
+                picked.add(tuple(p - j for j, p in enumerate(sorted(rng.sample(range(k + n - 1), k)))))
+            mids = sorted(picked)
+        else:
+            mids = sorted(tuple((x // n ** d) % n for d in reversed(range(k))) for x in rng.sample(range(total), max_maps))
+        print(f"{'monotone' if monotone else 'keep_ends'}: sampled {max_maps} of {total} maps (--seed {seed})", file=sys.stderr)
+    return [('', [0, *mid, n - 1]) for mid in mids]
+
+
+def sweep_maps(args, n_src):
+    """-> [(label, map)] from --maps, --maps_file and --generate, duplicates dropped (a non-empty label wins)."""
+    maps = {}
+    def add(label, m):
+        if not maps.get(tuple(m)):
+            maps[tuple(m)] = label
+    for i, s in enumerate(args.maps.split(';') if args.maps else []):
+        add('', parse_map(s, n_src, f"--maps entry {i + 1}"))
+    if args.maps_file:
+        with open(args.maps_file) as f:
+            for lineno, line in enumerate(f, 1):
+                if line.split('#')[0].strip():
+                    add('', parse_map(line.split('#')[0], n_src, f"{args.maps_file}:{lineno}"))
+    for kind in args.generate.split(',') if args.generate else []:
+        if kind == 'methods':
+            found = method_maps(n_src, args.length)
+        elif kind in ('keep_ends', 'monotone'):
+            found = keep_end_maps(n_src, args.length, args.max_maps, args.seed, kind == 'monotone')
+        else:
+            raise ValueError(f"--generate: unknown kind {kind!r} (keep_ends, monotone, methods)")
+        for label, m in found:
+            add(label, m)
+    if not maps:
+        raise ValueError("no layer maps: give --maps, --maps_file or --generate")
+    return [(label, list(m)) for m, label in maps.items()]
+
+
+def with_layer_map(base, m):
+    """A GPT that runs base's blocks in the order m, sharing base's tensors (assign=True: no copies)."""
+    from model import GPT, GPTConfig
+    cfg = base.config.to_dict()
+    cfg['layer_map'] = list(m)
+    if isinstance(cfg.get('attn_window'), list):  # per logical layer: each position keeps its source layer's window
+        cfg['attn_window'] = [cfg['attn_window'][i] for i in m]
+    model = GPT(GPTConfig.from_dict(cfg))
+    model.load_state_dict(base.state_dict(), assign=True)
+    return model.to(base.lm_head.weight.device).eval()  # moves the buffers (rope tables) the state_dict lacks
+
+
+def plot_sweep(rows, n_src, base, title, path, plt):
+    """The seed's figure: one row per map, cells coloured (and labelled) by source layer, ppl at the right."""
+    W = max(len(r['map']) for r in rows)
+    grid = np.full((len(rows), W), np.nan)
+    for i, r in enumerate(rows):
+        grid[i, :len(r['map'])] = r['map']
+    fig, ax = plt.subplots(figsize=(2.5 + 0.45 * W, 1.4 + 0.26 * len(rows)))
+    cmap = plt.get_cmap('viridis', n_src)
+    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-0.5, vmax=n_src - 0.5, aspect='auto', interpolation='nearest')
+    for (i, j), v in np.ndenumerate(grid):
+        if not np.isnan(v):
+            ax.text(j, i, int(v), ha='center', va='center', fontsize=8, color='white' if v < n_src / 2 else 'black')
+    ax.text(W - 0.3, -0.6, 'ppl', ha='left', va='bottom', fontsize=8, weight='bold', clip_on=False)
+    for i, r in enumerate(rows):
+        ax.text(W - 0.3, i, f"{r['ppl']:.2f}", ha='left', va='center', fontsize=8, clip_on=False)
+    ax.set_xticks(range(W))
+    ax.set_yticks(range(len(rows)), [r['label'] for r in rows], fontsize=7)
+    ax.tick_params(length=0)
+    ax.set_xlabel('target layer (cell = source layer)')
+    ax.set_title(f"{title}\nbase model ({n_src} layers): ppl {base:.2f}; rows sorted by ppl (right)", fontsize=9)
+    fig.tight_layout()
+    save_fig(fig, path, plt)
+
+
+def cmd_sweep(args):
+    device, ctx = setup(args)
+    model, meta = load_model(args.checkpoint, device)
+    base = model.merged()  # plain: its logical layers become the source layers, adapters folded in, dense
+    n_src = base.config.n_layer
+    maps = sweep_maps(args, n_src)
+    T = context_length(args, [base])
+    ids, meta = load_tokens(args.data, args.split, meta)
+    X, Y = windows(ids, T, args.tokens)
+    nbytes = utf8_bytes(meta, Y)
+    rank = rank_world()[0]
+    base_score = score(base, X, Y, nbytes, args, device, ctx)
+    rows = []
+    bar = tqdm(maps, desc='maps', disable=rank != 0)
+    for label, m in bar:
+        rows.append({'label': label, 'map': m, **score(with_layer_map(base, m), X, Y, nbytes, args, device, ctx)})
+        bar.set_postfix(ppl=f"{rows[-1]['ppl']:.2f}")
+    rows.sort(key=lambda r: r['ppl'])
+    if rank != 0:
+        return
+    rows_out = [{'label': 'base', 'map': list(range(n_src)), **base_score}] + rows
+    def write_csv(tmp):
+        with open(tmp, 'w', newline='') as f:
+            w = csv.writer(f)
+            w.writerow(['label', 'map', 'length', 'loss', 'ppl', 'bpb', 'tokens'])
+            for r in rows_out:
+                w.writerow([r['label'], ' '.join(map(str, r['map'])), len(r['map']), f"{r['loss']:.6f}", f"{r['ppl']:.6f}",
+                            '' if r['bpb'] is None else f"{r['bpb']:.6f}", r['tokens']])
+    atomic_write(args.out, write_csv)
+    if args.json:
+        print(json.dumps(rows_out, indent=2))
+    else:
+        print(f"{len(rows)} maps over {n_src} source layers, {rows[0]['tokens']:,} tokens each; base ppl {base_score['ppl']:.3f}")
+        for r in rows[:5] + ([None] if len(rows) > 10 else []) + rows[max(5, len(rows) - 5):]:
+            print("  ..." if r is None else f"  {r['ppl']:9.3f}  [{','.join(map(str, r['map']))}]  {r['label']}")
+        print(f"wrote {args.out}")
+    plt = pyplot()
+    if plt:
+        shown = rows[:args.plot_rows]
+        title = f"{args.checkpoint}: layer maps, no training" + (f" (best {len(shown)} of {len(rows)})" if len(shown) < len(rows) else "")
+        png = os.path.splitext(args.out)[0] + '.png'
+        plot_sweep(shown, n_src, base_score['ppl'], title, png, plt)
+        if not args.json:
+            print(f"wrote {png}")
+
+# -----------------------------------------------------------------------------
+# compare: val loss against compute for several runs, and the Stacking paper's speedup
+
+def read_log(arg):
+    """'label=path' or 'path' (a log.jsonl or the out_dir holding it) -> run dict with its eval and grow records."""
+    label, path = arg.split('=', 1) if '=' in arg and '/' not in arg.split('=', 1)[0] else (None, arg)
+    if os.path.isdir(path):
+        path = os.path.join(path, 'log.jsonl')
+    if label is None:  # out_dir/log.jsonl -> out_dir's name; other.jsonl -> other
+        name = os.path.basename(path)
+        label = os.path.basename(os.path.dirname(os.path.abspath(path))) if name == 'log.jsonl' else os.path.splitext(name)[0]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such log")
+    evals, grows = [], []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                kind = rec['type']
+                if kind == 'eval':
+                    evals.append({k: float(rec[k]) for k in ('flops', 'tokens', 'elapsed', 'val_loss')})
+                elif kind == 'grow':
+                    grows.append({k: float(rec[k]) for k in ('flops', 'tokens')} | {'elapsed': float(rec.get('elapsed', 'nan'))})
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{lineno}: malformed log record ({type(e).__name__}: {e})") from None
+    if not evals:
+        raise ValueError(f"{path}: no eval records (type 'eval' with val_loss)")
+    evals.sort(key=lambda r: r['flops'])  # a resumed run may append out of order
+    return {'label': label, 'path': path, 'evals': evals, 'grows': grows}
+
+
+def first_crossing(xs, losses, target):
+    """Compute at which a curve first gets to loss <= target, linearly interpolated between the two eval points that
+    bracket the crossing; None if it never does (no extrapolation). A curve already below at its first point: that point."""
+    for i, (x, loss) in enumerate(zip(xs, losses)):
+        if loss <= target:
+            if i == 0:
+                return x
+            x0, l0 = xs[i - 1], losses[i - 1]
+            return x0 + (l0 - target) / (l0 - loss) * (x - x0)
+    return None
+
+
+def speedups(runs, scratch, fractions, losses):
+    """Targets: the scratch curve's loss at each fraction of its final FLOPs (1 = its final val loss L*) and any
+    given losses. For each: C(L) of every run and sp = C_scratch(L) / C_run(L) - 1 (Stacking, App. B.2)."""
+    xs, ls = [e['flops'] for e in scratch['evals']], [e['val_loss'] for e in scratch['evals']]
+    targets = [("given", L) for L in losses]
+    for q in fractions:
+        if q == 1:
+            targets.append(("final L*", ls[-1]))
+        elif xs[0] <= q * xs[-1]:  # only inside the curve
+            targets.append((f"scratch at {q:g}C", float(np.interp(q * xs[-1], xs, ls))))
+    out = []
+    for name, L in targets:
+        c_scratch = first_crossing(xs, ls, L)
+        row = {'target': name, 'loss': L, 'flops': {}, 'speedup': {}}
+        for run in runs:
+            c = first_crossing([e['flops'] for e in run['evals']], [e['val_loss'] for e in run['evals']], L)
+            row['flops'][run['label']] = c
+            row['speedup'][run['label']] = c_scratch / c - 1 if c and c_scratch is not None else None
+        out.append(row)
+    return out
+
+
+def plot_compare(runs, scratch, table, path, plt):
+    axes_spec = [('flops', 'FLOPs (incl. the small model for grown runs)'), ('tokens', 'tokens'), ('elapsed', 'wall time (s)')]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), sharey=True)
+    final = next(r for r in table if r['target'] == 'final L*')
+    for ax, (key, xlabel) in zip(axes, axes_spec):
+        for i, run in enumerate(runs):
+            color = f"C{i}"
+            ax.plot([e[key] for e in run['evals']], [e['val_loss'] for e in run['evals']], '.-', color=color, label=run['label'])
+            for g in run['grows']:
+                if not math.isnan(g[key]):
+                    ax.axvline(g[key], color=color, ls=':', lw=1)
+        ax.axhline(final['loss'], color='gray', ls='--', lw=0.8)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel('val loss')
+    axes[0].legend(fontsize=8, title=f"scratch: {scratch['label']}; dotted: growth; dashed: final L*", title_fontsize=7)
+    sp = [f"{lab}: {'never reaches' if v is None else f'{v:+.1%}'}" for lab, v in final['speedup'].items()
+          if lab != scratch['label']]
+    fig.suptitle(f"speedup at scratch's final val loss {final['loss']:.4f} (sp = C_scratch/C_run - 1): " + ", ".join(sp), fontsize=10)
+    fig.tight_layout()
+    save_fig(fig, path, plt)
+
+
+def cmd_compare(args):
+    runs = [read_log(a) for a in args.logs]
+    labels = [r['label'] for r in runs]
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"two runs share a label ({labels}); name them label=path")
+    if args.scratch.isdigit():
+        if int(args.scratch) >= len(runs):
+            raise ValueError(f"--scratch {args.scratch}: only {len(runs)} runs")
+        scratch = runs[int(args.scratch)]
+    elif args.scratch in labels:
+        scratch = runs[labels.index(args.scratch)]
+    else:
+        raise ValueError(f"--scratch {args.scratch!r} is neither a run index nor one of {labels}")
+    try:
+        fractions = [float(q) for q in args.at.split(',') if q.strip()]
+        losses = [float(x) for x in args.losses.split(',') if x.strip()] if args.losses else []
+    except ValueError:
+        raise ValueError("--at and --losses take comma-separated numbers") from None
+    if any(not 0 < q <= 1 for q in fractions):
+        raise ValueError("--at takes fractions in (0, 1]")
+    fractions = sorted(set(fractions) | {1.0})  # the final L* is always reported
+    table = speedups(runs, scratch, fractions, losses)
+    if args.json:
+        print(json.dumps({'scratch': scratch['label'], 'table': table, 'runs': [
+            {'label': r['label'], 'path': r['path'], 'final_val_loss': r['evals'][-1]['val_loss'],
+             **{k: r['evals'][-1][k] for k in ('flops', 'tokens', 'elapsed')}, 'grows': r['grows']} for r in runs]}, indent=2))
+    else:
+        others = [r['label'] for r in runs if r is not scratch]
+        print(f"FLOPs to first reach each val loss (C, interpolated between evals); speedup sp = C_scratch / C_run - 1; scratch = {scratch['label']}\n")
+        print(f"| target | val loss | {scratch['label']} C | " + " | ".join(f"{o} C | {o} speedup" for o in others) + " |")
+        print("|---|---:|---:|" + "---:|---:|" * len(others))
+        fmt = lambda c: 'never reaches' if c is None else f"{c:.3e}"
+        for row in table:
+            cells = [f"{fmt(row['flops'][o])} | " + ('-' if row['speedup'][o] is None else f"{row['speedup'][o]:+.1%}") for o in others]
+            print(f"| {row['target']} | {row['loss']:.4f} | {fmt(row['flops'][scratch['label']])} | " + " | ".join(cells) + " |")
+    plt = pyplot()
+    if plt:
+        plot_compare(runs, scratch, table, args.out, plt)
+        if not args.json:
+            print(f"\nwrote {args.out}")
+
+# -----------------------------------------------------------------------------
+# mc: multiple choice by log-likelihood, lm-eval style
+
+def encode_pair(tok, context, choice):
+    """lm-eval's split: trailing spaces of the context move to the choice, the pair is encoded as one string and the
+    choice's tokens are what follows the context's own encoding (so merges across the seam match plain text)."""
+    n = len(context) - len(context.rstrip(' '))
+    if n:
+        context, choice = context[:-n], context[-n:] + choice
+    ctx = tok.encode(context)
+    whole = tok.encode(context + choice)
+    if not ctx:  # condition on the document separator, as lm-eval does
+        sep = tok.eot if tok.eot is not None else tok.bos
+        if sep is None:
+            raise ValueError("empty context and the tokenizer has neither eot nor bos to condition on")
+        return [sep], whole
+    return ctx, whole[len(ctx):]
+
+
+@torch.no_grad()
+def choice_logprobs(model, seqs, device):
+    """Sum of log p(choice tokens | context) for each encoded (context, choice) pair; one right-padded batch,
+    left-truncated to block_size."""
+    T = model.config.block_size
+    rows = [(ctx + cont)[-(T + 1):] for ctx, cont in seqs]
+    L = max(len(r) for r in rows) - 1
+    x = torch.zeros(len(rows), L, dtype=torch.long)
+    y = torch.full((len(rows), L), -1, dtype=torch.long)
+    for i, r in enumerate(rows):
+        x[i, :len(r) - 1], y[i, :len(r) - 1] = torch.tensor(r[:-1]), torch.tensor(r[1:])
+    logits, _ = model(x.to(device))
+    logp = F.log_softmax(logits.float(), dim=-1).cpu()
+    out = []
+    for i, (r, (_, cont)) in enumerate(zip(rows, seqs)):
+        k = min(len(cont), len(r) - 1)  # the choice's tokens are the last k targets of the row
+        pos = torch.arange(len(r) - 1 - k, len(r) - 1)
+        out.append(logp[i, pos, y[i, pos]].sum().item())
+    return out
+
+
+def cmd_mc(args):
+    from tokenizer import get_tokenizer
+    device, _ = setup(args)
+    model, meta = load_model(args.checkpoint, device)
+    if meta is None:
+        raise ValueError(f"{args.checkpoint} carries no tokenizer")
+    tok = get_tokenizer(meta)
+    if not os.path.isfile(args.file):
+        raise FileNotFoundError(f"--file {args.file}: no such file")
+    examples = []
+    with open(args.file, encoding='utf-8') as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    ex = json.loads(line)
+                    ok = isinstance(ex['context'], str) and len(ex['choices']) >= 2 and 0 <= int(ex['label']) < len(ex['choices'])
+                except (ValueError, KeyError, TypeError):
+                    ok = False
+                if not ok:
+                    raise ValueError(f"{args.file}:{lineno}: want {{\"context\": str, \"choices\": [>= 2 str], \"label\": index}}")
+                try:  # encode up front, so a bad example fails before any scoring
+                    ex['seqs'] = [encode_pair(tok, ex['context'], c) for c in ex['choices']]
+                except ValueError as e:
+                    raise ValueError(f"{args.file}:{lineno}: {e}") from None
+                if any(not cont for _, cont in ex['seqs']):
+                    raise ValueError(f"{args.file}:{lineno}: a choice encodes to no tokens")
+                examples.append(ex)
+    if not examples:
+        raise ValueError(f"{args.file}: no examples")
+    examples = examples[:args.limit] if args.limit else examples
+    hits = hits_norm = 0
+    preds = []
+    for ex in tqdm(examples, desc='mc', leave=False):
+        lp = choice_logprobs(model, ex['seqs'], device)
+        norm = [s / max(1, len(c.encode('utf-8'))) for s, c in zip(lp, ex['choices'])]  # per byte of the choice
+        pred, pred_norm = int(np.argmax(lp)), int(np.argmax(norm))
+        hits += pred == int(ex['label'])
+        hits_norm += pred_norm == int(ex['label'])
+        preds.append({'logprobs': lp, 'pred': pred, 'pred_norm': pred_norm, 'label': int(ex['label'])})
+    n = len(examples)
+    res = {'checkpoint': args.checkpoint, 'file': args.file, 'n': n, 'acc': hits / n, 'acc_norm': hits_norm / n,
+           'acc_stderr': math.sqrt(hits / n * (1 - hits / n) / n)}
+    if args.json:
+        print(json.dumps(res | {'predictions': preds}, indent=2))
+    else:
+        print(f"{args.checkpoint} on {args.file}: n={n}  acc {res['acc']:.4f} (±{res['acc_stderr']:.4f})  acc_norm {res['acc_norm']:.4f}")
+
+# -----------------------------------------------------------------------------
+# output helpers
+
+def atomic_write(path, write):
+    """write(tmp_path) then rename: never a half-written output file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def pyplot():
+    """matplotlib is optional: without it the CSV/JSON/table still come out."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+        return plt
+    except ImportError:
+        print("no plot: matplotlib is not installed (pip install matplotlib for plots)", file=sys.stderr)
+        return None
+
+
+def save_fig(fig, path, plt):
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=110))
+    plt.close(fig)
+
+# -----------------------------------------------------------------------------
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest='cmd', required=True)
+    run = argparse.ArgumentParser(add_help=False)  # options of the commands that run a model
+    run.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    run.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'], help="autocast (GPU)")
+    run.add_argument('--batch_size', type=int, default=8)
+    run.add_argument('--json', action='store_true', help="print JSON instead of the table")
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument('--data', '--data_dir', required=True, help="prepared data dir, or a raw text file")
+    data.add_argument('--split', default='val', help="which .bin of a data dir (val, train)")
+    data.add_argument('--block_size', type=int, default=0, help="window length (default: the checkpoints' smallest block_size)")
+
+    s = sub.add_parser('ppl', parents=[run, data], help="loss / perplexity / bits-per-byte of checkpoints")
+    s.add_argument('checkpoints', nargs='+')
+    s.add_argument('--tokens', type=int, default=65536, help="token budget (the same tokens for every checkpoint)")
+
+    s = sub.add_parser('sweep', parents=[run, data], help="perplexity of a checkpoint under many layer maps, no training")
+    s.add_argument('checkpoint')
+    s.add_argument('--maps', help="explicit maps: '0,1,2,3,0,1,2,3;0,1,1,1,2,2,2,3'")
+    s.add_argument('--maps_file', help="one map per line (# comments)")
+    s.add_argument('--generate', help="comma list of keep_ends (first/last fixed, middle free), monotone "
+                                      "(first/last fixed, non-decreasing), methods (stack/interleave/dus/repeat)")
+    s.add_argument('--length', type=int, default=8, help="length of generated maps")
+    s.add_argument('--max_maps', type=int, default=200, help="keep_ends/monotone: more maps than this -> a seeded random sample")
+    s.add_argument('--seed', type=int, default=0)
+    s.add_argument('--tokens', type=int, default=16384)
+    s.add_argument('--out', default='sweep.csv', help="CSV path; the heatmap goes beside it as .png")
+    s.add_argument('--plot_rows', type=int, default=120, help="heatmap shows the best this many maps")
+
+    s = sub.add_parser('compare', help="val loss vs FLOPs/tokens/time of several runs; speedup of grown over scratch")
+    s.add_argument('logs', nargs='+', help="[label=]out_dir or [label=]log.jsonl; the first is scratch unless --scratch")
+    s.add_argument('--scratch', default='0', help="label or index of the scratch run")
+    s.add_argument('--at', default='0.25,0.5,0.75,1', help="targets: scratch's loss at these fractions of its final FLOPs")
+    s.add_argument('--losses', help="extra target val losses, comma-separated")
+    s.add_argument('--out', default='compare.png')
+    s.add_argument('--json', action='store_true')
+
+    s = sub.add_parser('mc', parents=[run], help="multiple-choice accuracy from a JSONL of {context, choices, label}")
+    s.add_argument('checkpoint')
+    s.add_argument('--file', required=True)
+    s.add_argument('--limit', type=int, default=0)
+
+    args = p.parse_args(argv)
+    try:
+        {'ppl': cmd_ppl, 'sweep': cmd_sweep, 'compare': cmd_compare, 'mc': cmd_mc}[args.cmd](args)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    finally:
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,743 @@
+"""
+Grow a GPT: read one or several checkpoints, write a bigger (or weight-shared) one in the same format,
+so train.py (init_from=path), sample.py and eval.py use it like any other checkpoint.
+
+$ python grow.py --method stack --out out/grown.pt out/small/last.pt            # G_stack x2: 0..L-1,0..L-1
+$ python grow.py --method llama_pro --every 2 --out out/pro.pt a.pt              # exact identity blocks
+$ python grow.py --method map --map "a:0-5,b:3-7" --out out/fm.pt a.pt b.pt       # frankenmerge
+$ python grow.py --method map --yaml slices.yml --out out/fm.pt                   # mergekit passthrough
+$ python grow.py --method width --factor 2 --out out/wide.pt a.pt                 # Net2Net, exact
+
+Library: grow(sources, method, **options) -> checkpoint dict (sources are loaded checkpoint dicts).
+Sources are first made plain (tied layers, adapters and low-rank factors multiplied out: model.merged()).
+Each method is one function below (see METHODS at the bottom); depth methods describe the new layer
+order as a plan of (source layer, tensors, origin, is_copy) and place() turns it into blocks, with
+duplicates either copied or, with tied=True, weight-tied through layer_map (seed 000's virtual layers).
+The grown checkpoint records where every logical layer came from in `provenance`, and which physical
+blocks are new (train.py train_only='new' trains only those: the LLaMA Pro recipe).
+Algorithms and sources: ../shared/METHODS.md.
+"""
+import argparse
+import contextlib
+import hashlib
+import inspect
+import os
+import re
+import sys
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from checkpoint import load_checkpoint, save_checkpoint, strip_prefixes
+from model import GPT, GPTConfig, Adapter, LORA_TARGETS
+
+LETTERS = 'abcdefghijklmnopqrstuvwxyz'
+TIED_OPTIONS = ('tied', 'lora_rank', 'lora_alpha', 'ia3', 'adapter_layers')
+# model_args that may differ between sources of one depth-grown model: they do not change a block's tensors
+PER_SOURCE_ARGS = ('n_layer', 'layer_map', 'attn_window', 'block_size', 'dropout', 'tie_embeddings',
+                   'lora_rank', 'lora_alpha', 'lora_dropout', 'lora_targets', 'ia3', 'adapter_layers',
+                   'lowrank_attn', 'lowrank_mlp')
+
+# -----------------------------------------------------------------------------
+# sources: plain state dicts split into per-layer dicts
+
+
+def plain_source(ckpt, letter):
+    """A source as {letter, name, args, layers: [{suffix: tensor}], rest: {key: tensor}}, all plain."""
+    args, sd = dict(ckpt['model_args']), strip_prefixes(ckpt['model'])
+    try:
+        cfg = GPTConfig.from_dict(args)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"source {letter}: bad model_args ({e})") from None
+    if cfg.layer_map is not None or cfg.lora_rank or cfg.ia3 or cfg.lowrank_attn or cfg.lowrank_mlp:
+        model = GPT(cfg)
+        try:
+            model.load_state_dict(sd)
+        except RuntimeError:
+            raise ValueError(f"source {letter}: weights do not match its model_args") from None
+        model = model.merged()  # copies out tied layers, merges LoRA/IA3, multiplies out factors
+        args, sd = model.config.to_dict(), model.state_dict()
+    layers, rest = [{} for _ in range(args['n_layer'])], {}
+    for k, v in sd.items():
+        m = re.match(r'transformer\.h\.(\d+)\.(.+)', k)
+        if m and int(m.group(1)) >= len(layers):
+            raise ValueError(f"source {letter}: weights do not match its model_args (unexpected {k})")
+        (layers[int(m.group(1))] if m else rest)[m.group(2) if m else k] = v
+    # names and shapes must be those of the model the args describe: compare with a 1-block GPT
+    tiny = GPT(GPTConfig.from_dict({**args, 'n_layer': 1, 'vocab_size': 1, 'block_size': 1, 'attn_window': None}))
+    fix = {'transformer.wte.weight': (args['vocab_size'], args['n_embd']), 'lm_head.weight': (args['vocab_size'], args['n_embd']),
+           'transformer.wpe.weight': (args['block_size'], args['n_embd'])}
+    want = {k: fix.get(k, tuple(v.shape)) for k, v in tiny.state_dict().items()}
+    block = {k[len('transformer.h.0.'):]: v for k, v in want.items() if k.startswith('transformer.h.0.')}
+    other = {k: v for k, v in want.items() if not k.startswith('transformer.h.')}
+    for prefix, have, expect in [('', rest, other)] + [(f'transformer.h.{i}.', l, block) for i, l in enumerate(layers)]:
+        for k in sorted(set(expect) | set(have)):
+            if k not in have or k not in expect or tuple(have[k].shape) != expect[k]:
+                what = 'missing' if k not in have else 'unexpected' if k not in expect else f'shape {tuple(have[k].shape)} for'
+                raise ValueError(f"source {letter}: weights do not match its model_args ({what} {prefix}{k})")
+    return dict(letter=letter, args=args, layers=layers, rest=rest, cfg=GPTConfig.from_dict(args))
+
+
+def source_index(src, name):
+    """A source by its letter (a, b, ...), its given name, or its position."""
+    if isinstance(name, int) and 0 <= name < len(src):
+        return name
+    for j, s in enumerate(src):
+        if name in (s['letter'], s['name']):
+            return j
+    known = ', '.join(s['letter'] + (f"={s['name']}" if s['name'] != s['letter'] else '') for s in src)
+    raise ValueError(f"unknown source {name!r} (sources: {known})")
+
+
+def check_same_architecture(src):
+    a = src[0]['args']
+    for s in src[1:]:
+        for k in a:
+            if k not in PER_SOURCE_ARGS and s['args'].get(k) != a[k]:
+                raise ValueError(f"sources differ in {k}: {src[0]['letter']}={a[k]!r}, {s['letter']}={s['args'].get(k)!r}")
+
+
+def one_source(src, method):
+    if len(src) != 1:
+        raise ValueError(f"method {method} takes one source checkpoint, got {len(src)}")
+    return src[0]
+
+
+def layer_index(s, i):
+    if not isinstance(i, int) or not 0 <= i < len(s['layers']):
+        raise ValueError(f"layer {i} out of range for source {s['letter']} ({len(s['layers'])} layers: 0..{len(s['layers']) - 1})")
+    return i
+
+
+def jitter(t, noise):
+    """A copy of t; weight matrices get Gaussian noise of `noise` times their own std (symmetry breaking)."""
+    if noise and t.dim() >= 2:
+        return t + noise * t.float().std().to(t.dtype) * torch.randn_like(t)
+    return t.clone()
+
+
+@contextlib.contextmanager
+def one_thread():
+    """For the SVDs and LESA's small matmuls. On the 2-core machine we measured on, a second intra-op
+    thread made them slower whenever anything else ran: eigh 768x768 0.04 s vs 5 s, a predictor step
+    16 ms vs 840 ms, even a 1024x1024 matmul 14 vs 22 ms."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def svd(W, rank=None):
+    """Thin SVD W = US @ Vh (singular values descending; only the top `rank` if given) through the
+    eigendecomposition of the smaller Gram matrix: on CPU LAPACK's SVD of wide matrices is 10-50x
+    slower, and W is still reproduced to fp32 round-off (US @ Vh = U U^T W with U orthonormal). The
+    Gram matrix is scaled to unit RMS weights first: small weights (std 0.02) drove eigh into
+    denormal floats, 10-20x slower."""
+    W = W.float()
+    n = min(W.shape) if rank is None else rank
+    wide = W.shape[0] <= W.shape[1]
+    with one_thread():
+        G = W @ W.T if wide else W.T @ W
+        c2 = (G.diagonal().sum() / W.numel()).clamp_min(1e-30)  # mean square weight
+        lam, E = torch.linalg.eigh(G.div_(c2))
+        E = E[:, -n:].flip(1)
+        if wide:  # E = U: US = U S, Vh = U^T W / S
+            S = lam[-n:].flip(0).clamp_min(0).mul_(c2).sqrt_()
+            return E * S, (E.T @ W).div_(S.clamp_min(S[0] * 1e-12 + 1e-30)[:, None])
+        return W @ E, E.T  # E = V: US = W V
+
+# -----------------------------------------------------------------------------
+# depth: a plan is a list of (at, tensors, origin, copy) per logical layer; `at` = (source, layer) it
+# copies or sits beside, copy = an unmodified copy (may be tied, gets noise when duplicated)
+
+
+def place(src, plan, noise=0.0, tied=False, lora_rank=0, lora_alpha=16.0, ia3=False, adapter_layers='all'):
+    if noise and tied:
+        raise ValueError("noise does not apply with tied=True (duplicates share their weights)")
+    if adapter_layers not in ('all', 'virtual'):
+        raise ValueError(f"adapter_layers must be 'all' or 'virtual', got {adapter_layers!r}")
+    if adapter_layers == 'virtual' and not tied:
+        raise ValueError("adapter_layers='virtual' needs tied=True (only repeated blocks get adapters)")
+    blocks, layer_map, layers, new_blocks, seen, tied_to = [], [], [], [], set(), {}
+    for at, t, origin, copy in plan:
+        new = at in seen  # a second occurrence of a source layer, or a layer inserted beside one
+        seen.add(at)
+        if tied and copy and at in tied_to:
+            p = tied_to[at]  # a virtual layer: runs the block of the first occurrence
+        else:
+            p = len(blocks)
+            blocks.append({k: jitter(v, noise) for k, v in t.items()} if new and copy else t)
+            if copy:
+                tied_to.setdefault(at, p)
+            if new:
+                new_blocks.append(p)
+        layer_map.append(p)
+        layers.append(dict(origin=origin, new=new, block=p))
+    windows = [src[s]['cfg'].window(i) for (s, i), *_ in plan]
+    args = dict(n_layer=len(blocks), layer_map=layer_map if layer_map != list(range(len(blocks))) else None,
+                attn_window=windows if len(set(windows)) > 1 else windows[0] or None,
+                lora_rank=lora_rank or 0, lora_alpha=lora_alpha, ia3=bool(ia3), adapter_layers=adapter_layers,
+                lora_targets=list(LORA_TARGETS))
+    adapters = {}
+    if lora_rank or ia3:  # per-occurrence adapters start as the identity (LoRA B = 0, IA3 = 1)
+        cfg = GPTConfig.from_dict({**src[0]['args'], **args})
+        repeated = set()
+        for j, p in enumerate(layer_map):
+            active = adapter_layers == 'all' or p in repeated
+            repeated.add(p)
+            adapters.update({f'adapters.{j}.{k}': v for k, v in Adapter(cfg, active).state_dict().items()})
+    return dict(args=args, blocks=blocks, adapters=adapters, layers=layers, new_blocks=new_blocks)
+
+
+def stack(src, factor=None, n_layer=None, **placement):
+    """G_stack: the whole model (with several sources: a's layers then b's ...) repeated `factor`
+    times, or up to n_layer layers (the last repeat truncated)."""
+    check_same_architecture(src)
+    unit = [(s, i) for s in range(len(src)) for i in range(len(src[s]['layers']))]
+    if factor is not None and n_layer is not None:
+        raise ValueError("stack: give factor or n_layer, not both")
+    n = n_layer if n_layer is not None else len(unit) * (factor if factor is not None else 2 if len(src) == 1 else 1)
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"stack: target depth must be a positive integer, got {n!r}")
+    plan = [unit[j % len(unit)] for j in range(n)]
+    return place(src, [((s, i), src[s]['layers'][i], f"{src[s]['letter']}:{i}", True) for s, i in plan], **placement)
+
+
+def interleave(src, factor=None, every=1, **placement):
+    """Each layer repeated in place (0,0,1,1,...); with several sources alternate them (a0,b0,a1,b1,...).
+    every=k: only every k-th layer (i+1 divisible by k) is repeated / alternated."""
+    check_same_architecture(src)
+    L = len(src[0]['layers'])
+    if any(len(s['layers']) != L for s in src):
+        raise ValueError(f"interleave: sources differ in n_layer ({', '.join(str(len(s['layers'])) for s in src)})")
+    factor = factor if factor is not None else 2 if len(src) == 1 else 1
+    if not isinstance(factor, int) or factor < 1 or not isinstance(every, int) or every < 1:
+        raise ValueError(f"interleave: factor and every must be positive integers, got {factor!r}, {every!r}")
+    plan = []
+    for i in range(L):
+        group = range(len(src)) if (i + 1) % every == 0 else [0]
+        for _ in range(factor if (i + 1) % every == 0 else 1):
+            plan += [((s, i), src[s]['layers'][i], f"{src[s]['letter']}:{i}", True) for s in group]
+    return place(src, plan, **placement)
+
+
+def dus(src, m=None, n_layer=None, **placement):
+    """SOLAR depth up-scaling: layers[:n-m] + layers[m:n] (s = 2(n-m)); any target s as in prts:
+    layers[:n-m] + layers[m:m+(s-n)] + layers[n-m:]. With two sources the second part is b's."""
+    if len(src) > 2:
+        raise ValueError(f"dus takes one or two sources, got {len(src)}")
+    check_same_architecture(src)
+    a, b = 0, len(src) - 1
+    n = len(src[a]['layers'])
+    if len(src[b]['layers']) != n:
+        raise ValueError(f"dus: sources differ in n_layer ({n}, {len(src[b]['layers'])})")
+    m = m if m is not None else max(n // 4, 1)
+    s = n_layer if n_layer is not None else 2 * (n - m)
+    if not (isinstance(m, int) and 0 < m < n) or not (isinstance(s, int) and n < s <= 2 * n - m):
+        raise ValueError(f"dus: need 0 < m < n and n < n_layer <= 2n-m (n={n}, m={m!r}, n_layer={s!r})")
+    plan = [(a, i) for i in range(n - m)] + [(b, i) for i in range(m, m + s - n)] + [(b, i) for i in range(n - m, n)]
+    return place(src, [((j, i), src[j]['layers'][i], f"{src[j]['letter']}:{i}", True) for j, i in plan], **placement)
+
+
+def parse_map(text, src):
+    """'0,1,a:2,b:0-3' -> [(source, layer)]; i-j is inclusive; a bare index means the first source."""
+    out = []
+    for tok in str(text).split(','):
+        name, _, idx = tok.strip().rpartition(':')
+        m = re.fullmatch(r'(\d+)(?:-(\d+))?', idx.strip())
+        if not m:
+            raise ValueError(f"bad map entry {tok.strip()!r}: use i, name:i or name:i-j (inclusive)")
+        j = source_index(src, name.strip()) if name else 0
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        out += [(j, layer_index(src[j], i), {}) for i in range(lo, hi + 1)]
+    return out
+
+
+def read_slices(text):
+    """A mergekit passthrough config -> [(model, layer, scales)], layer_range half-open. Only the
+    `scale` parameter is read; it multiplies the layer's output projections (attn.c_proj, mlp.c_proj,
+    = o_proj/down_proj, weights and biases): scaling inputs of a pre-norm block means little, scaling
+    its outputs scales what it adds to the residual stream (0 = an identity block, as LLaMA Pro)."""
+    import yaml  # optional dependency (pyyaml), only for --yaml
+    try:
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"bad YAML: {' '.join(str(e).split())[:200]}") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get('slices'), list) or not cfg['slices']:
+        raise ValueError("bad YAML: need a non-empty top-level 'slices:' list (mergekit passthrough format)")
+    if cfg.get('merge_method', 'passthrough') != 'passthrough':
+        raise ValueError(f"bad YAML: merge_method {cfg['merge_method']!r} is not supported (only passthrough)")
+    out = []
+    for n, sl in enumerate(cfg['slices']):
+        srcs = sl.get('sources') if isinstance(sl, dict) else None
+        if not isinstance(srcs, list) or len(srcs) != 1 or not isinstance(srcs[0], dict):
+            raise ValueError(f"bad YAML: slice {n} needs exactly one entry under 'sources' (passthrough)")
+        s = srcs[0]
+        r = s.get('layer_range')
+        if 'model' not in s or not (isinstance(r, list) and len(r) == 2 and all(type(x) is int for x in r) and 0 <= r[0] < r[1]):
+            raise ValueError(f"bad YAML: slice {n} needs 'model' and 'layer_range: [start, end]' with 0 <= start < end")
+        params = {**(sl.get('parameters') or {}), **(s.get('parameters') or {})}
+        scales = parse_scale(params.get('scale', 1.0), n)
+        out += [(str(s['model']), i, scales) for i in range(*r)]
+    return out
+
+
+def parse_scale(spec, n):
+    """mergekit `scale`: a number, or a list of {filter, value} where the first matching filter wins."""
+    aliases = {'attn.c_proj': ('o_proj', 'attn.c_proj', 'self_attn'), 'mlp.c_proj': ('down_proj', 'mlp.c_proj', 'mlp')}
+    entries = spec if isinstance(spec, list) else [{'value': spec}]
+    scales = {}
+    for e in entries:
+        if not isinstance(e, dict) or not isinstance(e.get('value'), (int, float)):
+            raise ValueError(f"bad YAML: slice {n} scale must be a number or a list of {{filter, value}}")
+        f = e.get('filter')
+        hits = [t for t, names in aliases.items() if f is None or any(a in str(f) for a in names)]
+        if not hits:
+            raise ValueError(f"bad YAML: slice {n} scale filter {f!r} unsupported (only o_proj/down_proj, our attn.c_proj/mlp.c_proj)")
+        for t in hits:
+            scales.setdefault(t, float(e['value']))
+    return {t: v for t, v in scales.items() if v != 1.0}
+
+
+def map_layers(src, map=None, yaml=None, **placement):
+    """Explicit layer list (map='a:0,b:0,a:1' or 'a:0-15,b:8-23') or a mergekit passthrough YAML
+    (slices of layer_range [start, end) from named models; Goliath-style frankenmerges)."""
+    if (map is None) == (yaml is None):
+        raise ValueError("map: give exactly one of map (a layer list) or yaml (mergekit slices)")
+    check_same_architecture(src)
+    if map is not None:
+        entries = parse_map(map, src)
+    else:
+        entries = []
+        for model, i, scales in read_slices(yaml):
+            j = source_index(src, model)
+            entries.append((j, layer_index(src[j], i), scales))
+    plan = []
+    for j, i, scales in entries:
+        t = src[j]['layers'][i]
+        origin = f"{src[j]['letter']}:{i}"
+        if scales:  # a scaled copy is a distinct block (never tied)
+            t = {k: v * scales[k.rsplit('.', 1)[0]] if k.rsplit('.', 1)[0] in scales else v.clone() for k, v in t.items()}
+            origin += ' scale ' + ','.join(f'{k}={v:g}' for k, v in scales.items())
+        plan.append(((j, i), t, origin, not scales))
+    return place(src, plan, **placement)
+
+
+def insert_points(L, every, n_layer, method):
+    """After which layers new blocks go: after every k-th layer (LLaMA Pro: 32 -> 40 is k = 4)."""
+    if every is not None and n_layer is not None:
+        raise ValueError(f"{method}: give every or n_layer, not both")
+    if n_layer is not None:
+        if not isinstance(n_layer, int) or n_layer <= L or L % (n_layer - L):
+            raise ValueError(f"{method}: n_layer={n_layer!r} must be > {L} with {L} divisible by the number of new layers")
+        every = L // (n_layer - L)
+    every = 1 if every is None else every
+    if not isinstance(every, int) or not 1 <= every <= L:
+        raise ValueError(f"{method}: every={every!r} must be an integer in 1..{L}")
+    return [i for i in range(L) if (i + 1) % every == 0]
+
+
+def llama_pro(src, every=None, n_layer=None):
+    """LLaMA Pro block expansion / G_zero: after every k-th layer a copy whose attn.c_proj and mlp.c_proj
+    (weights, biases) are zero: each new block is the identity, so the model computes exactly what the
+    source did; the zeroed projections get non-zero gradients at once and the rest learns after them."""
+    s = one_source(src, 'llama_pro')
+    after = insert_points(len(s['layers']), every, n_layer, 'llama_pro')
+    plan = []
+    for i, t in enumerate(s['layers']):
+        plan.append(((0, i), t, f'a:{i}', True))
+        if i in after:
+            z = {k: torch.zeros_like(v) if k.startswith(('attn.c_proj.', 'mlp.c_proj.')) else v.clone() for k, v in t.items()}
+            plan.append(((0, i), z, f'zero(a:{i})', False))
+    return place(src, plan)
+
+
+def random_layers(src, every=None, n_layer=None):
+    """G_random: freshly initialised blocks (the model's own init, with the GPT-2 depth-scaled output
+    projections for the grown depth) inserted where llama_pro would put its copies."""
+    s = one_source(src, 'random')
+    L = len(s['layers'])
+    after = insert_points(L, every, n_layer, 'random')
+    # a throwaway GPT holding just the new blocks: vocab 1 keeps its embeddings tiny, and layer_map
+    # makes its n_logical (which sets the init's depth scale) the grown depth
+    tmp = GPT(GPTConfig.from_dict({**s['args'], 'n_layer': len(after), 'layer_map': [0] * (L + len(after)),
+                                   'vocab_size': 1, 'block_size': 1, 'attn_window': None}))
+    fresh = iter(tmp.transformer.h)
+    plan = []
+    for i, t in enumerate(s['layers']):
+        plan.append(((0, i), t, f'a:{i}', True))
+        if i in after:
+            new = {k: v.to(t[k].dtype) for k, v in next(fresh).state_dict().items()}
+            plan.append(((0, i), new, 'new', False))
+    return place(src, plan)
+
+
+def matrix_types(args):
+    """LESA's matrix types for our blocks: (name, state-dict suffix, row slice). q, k and v are row
+    slices of the fused c_attn; SwiGLU has c_fc (gate) and c_up."""
+    hd = args['n_embd'] // args['n_head']
+    q, kv = args['n_head'] * hd, (args['n_kv_head'] or args['n_head']) * hd
+    types = [('q', 'attn.c_attn.weight', slice(0, q)), ('k', 'attn.c_attn.weight', slice(q, q + kv)),
+             ('v', 'attn.c_attn.weight', slice(q + kv, q + 2 * kv)), ('o', 'attn.c_proj.weight', slice(None)),
+             ('fc', 'mlp.c_fc.weight', slice(None)), ('proj', 'mlp.c_proj.weight', slice(None))]
+    if args['mlp'] == 'swiglu':
+        types.insert(5, ('up', 'mlp.c_up.weight', slice(None)))
+    return types
+
+
+def fit_predictor(V, hidden, epochs, lr, batch, lam, max_rows):
+    """LESA's G_W on V [r, L, in] (layer l's coefficients V[:, l]): samples are the rows k of the layer
+    triples t, input (V[k, t-1], V[k, t+1]), target V[k, t]; batches are gathered on the fly rather
+    than materialising the (L-2)*r x 3*in data. MLP 2*in -> hidden -> hidden -> in (ReLU); loss
+    (1-lam) MSE + lam (|out| - |Y|)^2 with norms over the whole batch, which keeps predictions from
+    shrinking toward the mean. Each epoch draws at most max_rows samples."""
+    r, L, n_in = V.shape
+    net = nn.Sequential(nn.Linear(2 * n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                        nn.Linear(hidden, n_in))
+    opt = torch.optim.AdamW(net.parameters(), lr=lr)
+    with one_thread(), torch.enable_grad():  # small matmuls
+        for _ in range(epochs):
+            for idx in torch.randperm((L - 2) * r)[:max_rows].split(batch):
+                k, t = idx % r, idx // r + 1
+                out, y = net(torch.cat([V[k, t - 1], V[k, t + 1]], dim=1)), V[k, t]
+                loss = (1 - lam) * F.mse_loss(out, y) + lam * (out.norm() - y.norm()) ** 2
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    return net.requires_grad_(False), loss.item()
+
+
+def lesa(src, lesa_range=None, lesa_lambda=5e-4, lesa_epochs=10, lesa_hidden=256, lesa_lr=1e-3, lesa_batch=64,
+         lesa_max_rows=2048):
+    """LESA: per matrix type, SVD of all layers' weights side by side, W = [W_0 .. W_L-1] = (U S) [V_0 .. V_L-1];
+    an MLP learns V_i from (V_i-1, V_i+1); a new layer between layers i-1 and i gets (U S) G(V_i-1, V_i).
+    lesa_range 'lo:hi' inserts before each layer i in lo..hi-1 (default the upper half: L//2 : L, 1.5x depth).
+    Norm gains and biases are not in the SVD; new layers take the mean of their two neighbours (LESA's
+    code copies layer 0's, which ignores the same layer-to-layer continuity the method relies on).
+    Defaults are LESA's (10 epochs, batch 64, AdamW 1e-3, lambda 5e-4, hidden 256) except that each
+    epoch sees at most lesa_max_rows rows (samples) per matrix type: all rows of a 12x768 model for 10
+    epochs are ~3.5e12 FLOPs, minutes on 2 CPU cores; small models (<= 2048 rows) are unaffected."""
+    s = one_source(src, 'lesa')
+    layers, L = s['layers'], len(s['layers'])
+    if L < 3:
+        raise ValueError(f"lesa needs a source with at least 3 layers (it learns from layer triples), got {L}")
+    rng = re.fullmatch(r'(\d+):(\d+)', str(lesa_range if lesa_range is not None else f'{L // 2}:{L}'))
+    lo, hi = (int(rng.group(1)), int(rng.group(2))) if rng else (-1, -1)
+    if not 1 <= lo < hi <= L:
+        raise ValueError(f"lesa_range {lesa_range!r}: use 'lo:hi' with 1 <= lo < hi <= {L} (a new layer before each layer lo..hi-1)")
+    types = matrix_types(s['args'])
+    matrices = {key for _, key, _ in types}
+    new = {i: {k: (layers[i - 1][k] + layers[i][k]) / 2 for k in layers[i] if k not in matrices} for i in range(lo, hi)}
+    predicted = {i: {} for i in new}
+    stats = {}
+    for name, key, rows in types:
+        W = torch.cat([layer[key][rows] for layer in layers], dim=1)
+        n_in = W.shape[1] // L
+        US, Vh = svd(W)
+        del W
+        V = Vh.reshape(-1, L, n_in)  # V[:, l]: layer l's coefficients in the shared basis US
+        net, loss = fit_predictor(V, lesa_hidden, lesa_epochs, lesa_lr, lesa_batch, lesa_lambda, lesa_max_rows)
+        ratios = []
+        for i in new:
+            W = US @ net(torch.cat([V[:, i - 1], V[:, i]], dim=1))
+            predicted[i].setdefault(key, []).append(W)
+            ratios.append(2 * W.norm().item() / (layers[i - 1][key][rows].norm().item() + layers[i][key][rows].norm().item()))
+        stats[name] = dict(loss=round(loss, 6), norm_ratio=[round(r, 4) for r in ratios])
+        del US, Vh, V
+    plan = []
+    for i, t in enumerate(layers):
+        if i in new:
+            nt = new[i]
+            for key, parts in predicted[i].items():
+                nt[key] = torch.cat(parts).to(t[key].dtype)  # q|k|v back into c_attn
+            plan.append(((0, i - 1), nt, f'lesa(a:{i - 1},a:{i})', False))
+        plan.append(((0, i), t, f'a:{i}', True))
+    out = place(src, plan)
+    out['info'] = dict(lesa=stats)
+    return out
+
+
+# -----------------------------------------------------------------------------
+# width and weight sharing
+
+
+def width(src, factor=None, n_embd=None, mlp_hidden=None, noise=0.0):
+    """Function-preserving widening (Net2Net / bert2BERT). MLP hidden to any larger size: hidden unit j
+    copies unit j mod H (fan-in rows), fan-out columns divided by the copy count. Residual width
+    x k: every dimension duplicated, x' = [x]*k, which keeps LayerNorm/RMSNorm statistics (a partial
+    duplication would not), so norm gains/biases, embeddings and producers' rows are repeated and every
+    consumer of the residual stream divides its fan-in by k. Heads are duplicated whole (k x n_head,
+    k x n_kv_head, same head_dim, so rotary and the 1/sqrt(head_dim) scale are untouched). Tied
+    embeddings are untied: the input needs [E]*k, the head [E/k]*k (tied, logits would be k x)."""
+    s = one_source(src, 'width')
+    a = s['args']
+    d, H = a['n_embd'], a['mlp_hidden'] or 4 * a['n_embd']
+    if factor is None and n_embd is None and mlp_hidden is None:
+        factor = 2
+    if factor is not None and (not isinstance(factor, int) or factor < 1):
+        raise ValueError(f"width: factor must be a positive integer, got {factor!r}")
+    n_embd = n_embd if n_embd is not None else d * (factor or 1)
+    mlp_hidden = mlp_hidden if mlp_hidden is not None else H * (factor or 1)
+    if not isinstance(n_embd, int) or n_embd < d or n_embd % d:
+        raise ValueError(f"width: n_embd={n_embd!r} must be a multiple of the source's {d} (every dimension is duplicated)")
+    if not isinstance(mlp_hidden, int) or mlp_hidden < H:
+        raise ValueError(f"width: mlp_hidden={mlp_hidden!r} must be >= the source's {H}")
+    k = n_embd // d
+    if k == 1 and mlp_hidden == H:
+        raise ValueError("width: nothing to grow (n_embd and mlp_hidden unchanged)")
+    g = torch.arange(mlp_hidden) % H  # new hidden unit -> the unit it copies
+    count = torch.bincount(g, minlength=H)
+    hd = d // a['n_head']
+    nq, nkv = a['n_head'] * hd, (a['n_kv_head'] or a['n_head']) * hd
+    dup = lambda t: torch.cat([t] * k, dim=0) if k > 1 else t          # producers of the residual: repeat rows
+    split = lambda t: torch.cat([t / k] * k, dim=-1) if k > 1 else t   # consumers: fan-in divided over the copies
+    qkv = lambda t, f: torch.cat([f(x) for x in t.split([nq, nkv, nkv])])  # heads: q, k, v each repeated
+    rules = {
+        'attn.c_attn.weight': lambda t: qkv(t, lambda x: split(dup(x))), 'attn.c_attn.bias': lambda t: qkv(t, dup),
+        'attn.c_proj.weight': lambda t: dup(split(t)), 'attn.c_proj.bias': dup,
+        'mlp.c_fc.weight': lambda t: split(t[g]), 'mlp.c_fc.bias': lambda t: t[g],
+        'mlp.c_up.weight': lambda t: split(t[g]), 'mlp.c_up.bias': lambda t: t[g],
+        'mlp.c_proj.weight': lambda t: dup(t[:, g] / count[g].to(t.dtype)), 'mlp.c_proj.bias': dup,
+    }
+    blocks = [{key: rules.get(key, dup)(t) for key, t in layer.items()} for layer in s['layers']]
+    if noise:
+        blocks = [{key: jitter(t, noise) for key, t in b.items()} for b in blocks]
+    rest = {key: split(t) if key == 'lm_head.weight' else torch.cat([t] * k, dim=-1) if k > 1 else t
+            for key, t in s['rest'].items()}  # embeddings repeat their columns, ln_f its gains
+    tie = a['tie_embeddings'] and k == 1
+    if tie:
+        rest['lm_head.weight'] = rest['transformer.wte.weight']
+    args = dict(n_embd=n_embd, n_head=a['n_head'] * k, n_kv_head=a['n_kv_head'] and a['n_kv_head'] * k,
+                mlp_hidden=mlp_hidden if mlp_hidden != 4 * n_embd else None, tie_embeddings=tie)
+    layers = [dict(origin=f'a:{i}', new=False, block=i) for i in range(len(blocks))]
+    return dict(args=args, blocks=blocks, rest=rest, layers=layers, new_blocks=[],
+                info=dict(untied=a['tie_embeddings'] and not tie))
+
+
+def tie(src, n_layer=None, init='average', lora_rank=None, lora_alpha=16.0):
+    """Relaxed Recursive Transformer: L layers -> n_layer shared blocks looped (logical l runs block
+    l mod K), each logical layer with a LoRA initialised from the truncated SVD of (its own weight -
+    the shared one): B = U_r S_r / scale, A = V_r^T (scale = alpha / r). Shared init: 'average' of the
+    layers a block serves, 'stepwise' (layers at equal intervals, first and last kept) or 'lower' (the
+    first K). Norm gains are first folded into the matrices that read the norm (W diag(g), shared gains
+    1) so the LoRA carries them too: at full rank (n_embd) the model is exact for bias-free models;
+    biases cannot be expressed by a LoRA and are shared like the weights. Everything trains afterwards."""
+    s = one_source(src, 'tie')
+    L, d = len(s['layers']), s['args']['n_embd']
+    K = n_layer if n_layer is not None else L // 2
+    if not isinstance(K, int) or not 1 <= K < L:
+        raise ValueError(f"tie: n_layer={K!r} (shared blocks) must be in 1..{L - 1}")
+    if init not in ('average', 'stepwise', 'lower'):
+        raise ValueError(f"tie: init must be 'average', 'stepwise' or 'lower', got {init!r}")
+    hidden = s['args']['mlp_hidden'] or 4 * d
+    r = lora_rank if lora_rank is not None else d // 8
+    if not isinstance(r, int) or not 0 <= r <= min(d, hidden):
+        raise ValueError(f"tie: lora_rank={r!r} must be in 0..{min(d, hidden)} (full rank)")
+    targets = {'qkv': 'attn.c_attn', 'attn_out': 'attn.c_proj', 'mlp_in': 'mlp.c_fc', 'mlp_up': 'mlp.c_up', 'mlp_out': 'mlp.c_proj'}
+    reads = {'attn.c_attn': 'ln_1', 'mlp.c_fc': 'ln_2', 'mlp.c_up': 'ln_2'}
+    folded = []
+    for layer in s['layers']:
+        t = {k: v.float() for k, v in layer.items()}
+        for lin, ln in reads.items():
+            if f'{lin}.weight' in t:
+                t[f'{lin}.weight'] = t[f'{lin}.weight'] * t[f'{ln}.weight']
+        for ln in ('ln_1', 'ln_2'):
+            t[f'{ln}.weight'] = torch.ones_like(t[f'{ln}.weight'])
+        folded.append(t)
+    served = [list(range(b, L, K)) for b in range(K)]  # the logical layers each shared block runs
+    if init == 'average':
+        picked = served
+    elif init == 'stepwise':
+        picked = [[round(b * (L - 1) / (K - 1)) if K > 1 else 0] for b in range(K)]
+    else:
+        picked = [[b] for b in range(K)]
+    shared = [{k: sum(folded[l][k] for l in ls) / len(ls) for k in folded[0]} for ls in picked]
+    adapters = {}
+    for l in range(L):
+        for target, lin in targets.items():
+            if r and f'{lin}.weight' in folded[l]:
+                US, A = svd(folded[l][f'{lin}.weight'] - shared[l % K][f'{lin}.weight'], rank=r)
+                dead = A.norm(dim=1) == 0  # directions of a zero residual: B is 0 there; give A the usual
+                A[dead] = (torch.rand_like(A[dead]) * 2 - 1) / A.shape[1] ** 0.5  # LoRA init so both can learn
+                adapters[f'adapters.{l}.lora.{target}.lora_B'] = US / (lora_alpha / r)
+                adapters[f'adapters.{l}.lora.{target}.lora_A'] = A
+    dtype = s['layers'][0]['ln_1.weight'].dtype
+    blocks = [{k: v.to(dtype) for k, v in b.items()} for b in shared]
+    adapters = {k: v.to(dtype) for k, v in adapters.items()}
+    args = dict(n_layer=K, layer_map=[l % K for l in range(L)], lora_rank=r, lora_alpha=lora_alpha,
+                lora_targets=list(LORA_TARGETS), ia3=False, adapter_layers='all')
+    layers = [dict(origin=f'a:{l}', new=False, block=l % K) for l in range(L)]
+    return dict(args=args, blocks=blocks, adapters=adapters, layers=layers, new_blocks=[],
+                info=dict(trainable='all', shared_init=picked))
+
+
+# one place that lists the methods; each takes the plain sources and its own options
+METHODS = {
+    'stack': stack,            # G_stack: 0..L-1, 0..L-1 (Stacking Your Transformers)
+    'interleave': interleave,  # 0,0,1,1,... or a0,b0,a1,b1,...
+    'dus': dus,                # SOLAR depth up-scaling
+    'map': map_layers,         # explicit layer list or mergekit passthrough YAML
+    'llama_pro': llama_pro,    # identity blocks (zeroed output projections): exact
+    'zero': llama_pro,         # = llama_pro (G_zero depth)
+    'random': random_layers,   # G_random: freshly initialised blocks
+    'lesa': lesa,              # learned (SVD + MLP) intermediate layers
+    'width': width,            # Net2Net / bert2BERT widening: exact
+    'tie': tie,                # Relaxed Recursive Transformer: shared blocks + SVD-initialised LoRA
+}
+
+
+def param_counts(sd, cfg):
+    """GPT.param_counts() read off the state dict (building the model would cost a full init)."""
+    numel = lambda prefix: sum(v.numel() for k, v in sd.items() if k.startswith(prefix))
+    unique = numel('') - (sd['lm_head.weight'].numel() if cfg.tie_embeddings else 0)
+    blocks = [numel(f'transformer.h.{p}.') for p in range(cfg.n_layer)]
+    logical = unique - sum(blocks) + sum(blocks[p] for p in cfg.physical_map())
+    emb = numel('transformer.wpe.') + (0 if cfg.tie_embeddings else numel('transformer.wte.'))
+    return dict(unique=unique, logical=logical, trainable=unique,
+                unique_non_embedding=unique - emb, logical_non_embedding=logical - emb)
+
+
+def method_options(fn):
+    ps = inspect.signature(fn).parameters
+    names = [n for n, p in ps.items() if n != 'src' and p.kind == p.POSITIONAL_OR_KEYWORD]
+    return names + (list(TIED_OPTIONS) + ['noise'] if any(p.kind == p.VAR_KEYWORD for p in ps.values()) else [])
+
+
+def grow(sources, method, names=None, head_from=None, seed=0, **options):
+    """sources: loaded checkpoint dicts; names: optional names for them (map/yaml/head_from also take
+    letters a, b, ...); head_from: the source of embeddings, final norm, head and tokenizer (default the
+    first). Returns a new checkpoint dict; randomness (noise, new inits, LESA) is seeded by `seed` and
+    leaves the caller's RNG state alone. Unchanged tensors are shared with the sources, never modified."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    fn = METHODS[method]
+    bad = sorted(set(options) - set(method_options(fn)))
+    if bad:
+        raise ValueError(f"option {', '.join(bad)} does not apply to method {method} (it takes: {', '.join(method_options(fn))})")
+    if not sources:
+        raise ValueError("no source checkpoints")
+    if len(sources) > len(LETTERS):
+        raise ValueError(f"at most {len(LETTERS)} sources")
+    if names is not None and len(names) != len(sources):
+        raise ValueError(f"{len(names)} names for {len(sources)} sources")
+    src = [plain_source(ck, LETTERS[j]) for j, ck in enumerate(sources)]
+    for j, s in enumerate(src):
+        s['name'] = str(names[j]) if names is not None and names[j] is not None else s['letter']
+    head = src[source_index(src, head_from) if head_from is not None else 0]
+    toks = [{k: (ck.get('tokenizer') or {}).get(k) for k in ('tokenizer', 'vocab_size', 'chars')} for ck in sources]
+    for s, t in zip(src, toks):
+        if t != toks[0]:
+            raise ValueError(f"sources use different tokenizers: a={toks[0]}, {s['letter']}={t}"[:300])
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        out = fn(src, **options)
+    args = {**head['args'], **out['args']}
+    sd = dict(out.get('rest', head['rest']))
+    for p, block in enumerate(out['blocks']):
+        sd.update({f'transformer.h.{p}.{k}': v for k, v in block.items()})
+    sd.update(out.get('adapters', {}))
+    cfg = GPTConfig.from_dict(args)
+    for s, ck in zip(src, sources):
+        s['info'] = dict(name=s['name'], letter=s['letter'], n_layer=len(s['layers']), n_embd=s['args']['n_embd'],
+                         iter_num=ck.get('iter_num'), tokens_seen=ck.get('tokens_seen', 0))
+        if ck.get('provenance'):
+            s['info']['provenance'] = ck['provenance']
+    provenance = dict(sources=[s['info'] for s in src], method=method,
+                      options=dict(options, seed=seed, head_from=head['letter']),
+                      layers=out['layers'], new_blocks=out['new_blocks'], **out.get('info', {}))
+    return dict(model=sd, model_args=cfg.to_dict(), tokenizer=sources[src.index(head)].get('tokenizer'),
+                provenance=provenance, param_counts=param_counts(sd, cfg), iter_num=0,
+                tokens_seen=sum(ck.get('tokens_seen') or 0 for ck in sources),
+                flops_spent=sum(ck.get('flops_spent') or 0.0 for ck in sources),
+                elapsed=sum(ck.get('elapsed') or 0.0 for ck in sources))
+
+# -----------------------------------------------------------------------------
+# command line
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Grow a GPT checkpoint (see the module docstring and README).")
+    p.add_argument('sources', nargs='*', help="checkpoints; NAME=PATH names one (otherwise a, b, c, ...)")
+    p.add_argument('--method', required=True, help=' | '.join(METHODS))
+    p.add_argument('--out', required=True, help="output checkpoint (written atomically)")
+    p.add_argument('--head_from', help="source of embeddings, final norm, head and tokenizer (default: first)")
+    p.add_argument('--seed', type=int, default=0)
+    g = p.add_argument_group('depth')
+    g.add_argument('--factor', type=int, help="stack: repeats (default 2); interleave: copies per layer; width: x size")
+    g.add_argument('--n_layer', type=int, help="target depth (stack/dus/llama_pro/random) or shared blocks (tie)")
+    g.add_argument('--every', type=int, help="llama_pro/random/interleave: after every k-th layer (default 1)")
+    g.add_argument('--m', type=int, help="dus: layers dropped from each copy (default n_layer // 4)")
+    g.add_argument('--map', help="map: 'a:0,b:0,a:1' or 'a:0-15,b:8-23' (inclusive ranges)")
+    g.add_argument('--yaml', help="map: mergekit passthrough slices file (models: letters, names or paths)")
+    g.add_argument('--noise', type=float, help="relative Gaussian noise on duplicated weights (symmetry breaking)")
+    g.add_argument('--tied', action='store_true', help="duplicates become weight-tied virtual layers (layer_map)")
+    g.add_argument('--lora_rank', type=int, help="LoRA per logical layer (identity at first; tie: SVD-initialised, default n_embd/8)")
+    g.add_argument('--lora_alpha', type=float)
+    g.add_argument('--ia3', action='store_true', help="IA3 adapters per logical layer (identity at first)")
+    g.add_argument('--adapter_layers', help="all | virtual (adapters only on repeated occurrences of a block; with --tied)")
+    g = p.add_argument_group('width / tie / lesa')
+    g.add_argument('--n_embd', type=int, help="width: new residual width (a multiple of the old)")
+    g.add_argument('--mlp_hidden', type=int, help="width: new MLP hidden size (any larger size)")
+    g.add_argument('--init', help="tie: shared block init average | stepwise | lower")
+    g.add_argument('--lesa_range', help="lesa: 'lo:hi', a new layer before each layer lo..hi-1 (default upper half)")
+    g.add_argument('--lesa_epochs', type=int)
+    g.add_argument('--lesa_lambda', type=float)
+    g.add_argument('--lesa_hidden', type=int)
+    g.add_argument('--lesa_lr', type=float)
+    g.add_argument('--lesa_batch', type=int)
+    g.add_argument('--lesa_max_rows', type=int, help="lesa: samples per epoch per matrix type (default 2048)")
+    a = p.parse_args(argv)
+    try:
+        options = {k: v for k, v in vars(a).items()
+                   if k not in ('sources', 'method', 'out', 'head_from', 'seed') and v is not None and v is not False}
+        names, paths = [], []
+        for arg in a.sources:
+            name, eq, path = arg.partition('=')
+            if not eq or os.path.exists(arg):
+                name, path = None, arg
+            names.append(name)
+            paths.append(path)
+        if a.yaml is not None:
+            try:
+                with open(a.yaml) as f:
+                    options['yaml'] = f.read()
+            except OSError as e:
+                raise ValueError(f"cannot read {a.yaml}: {e.strerror}") from None
+            known = set(LETTERS[:len(paths)]) | set(names) | set(paths)
+            for model, _, _ in read_slices(options['yaml']):  # models not given on the command line are paths
+                if model not in known:
+                    names.append(None)
+                    paths.append(model)
+                    known.add(model)
+        # a source is known by its letter, its NAME= or the path it was given as
+        names = [n if n is not None else pth for n, pth in zip(names, paths)]
+        sources = []
+        for pth in paths:
+            ck = load_checkpoint(pth)
+            ck.pop('optimizer', None)  # not needed; frees memory early
+            sources.append(ck)
+        grown = grow(sources, a.method, names=names, head_from=a.head_from, seed=a.seed, **options)
+        for info, pth in zip(grown['provenance']['sources'], paths):
+            info.update(path=pth, sha256=sha256(pth))
+        save_checkpoint(grown, a.out)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    prov = grown['provenance']
+    print(f"{a.method}: {' '.join(paths)} -> {a.out}: {len(prov['layers'])} logical layers on "
+          f"{grown['model_args']['n_layer']} blocks ({len(prov['new_blocks'])} new), "
+          f"{grown['param_counts']['unique']:,} params")
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,382 @@
+"""grow.py: layer orders and provenance of every method, the exactness claims (llama_pro, width, tie at
+full rank), weight-tied virtual layers, LESA's SVD bookkeeping and its loss on a trained model, the
+CLI's outputs and one-line errors, and growth inside train.py (with resume across the growth step)."""
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import grow as G
+from checkpoint import build_model, load_checkpoint, save_checkpoint
+from grow import grow
+from model import GPT, GPTConfig
+
+GPT2ISH = dict(n_layer=4, n_head=4, n_embd=32, block_size=16, vocab_size=64)  # layernorm, biases, learned pos, tied
+LLAMAISH = dict(GPT2ISH, norm='rmsnorm', bias=False, pos='rope', mlp='swiglu', n_kv_head=2, tie_embeddings=False)
+IDX = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+
+
+def make(seed=0, **kw):
+    """A random checkpoint whose norm gains and biases are not ones/zeros (those would hide bugs)."""
+    torch.manual_seed(seed)
+    cfg = GPTConfig(**{**GPT2ISH, **kw})
+    model = GPT(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.add_(0.2 * torch.randn_like(p))
+    return dict(model=model.state_dict(), model_args=cfg.to_dict(), tokenizer={'tokenizer': 'char', 'vocab_size': 64},
+                tokens_seen=1000, flops_spent=1e9, iter_num=7)
+
+
+def tagged(ck, s):
+    """Every tensor of layer i of source s filled with 100*s + i, so a grown model's layer order can be read off."""
+    sd = dict(ck['model'])
+    for k, v in sd.items():
+        if k.startswith('transformer.h.'):
+            sd[k] = torch.full_like(v, 100 * s + int(k.split('.')[2]))
+    return dict(ck, model=sd)
+
+
+def order(ck):
+    sd, cfg = ck['model'], GPTConfig.from_dict(ck['model_args'])
+    return [int(sd[f'transformer.h.{p}.ln_1.weight'][0]) for p in cfg.physical_map()]
+
+
+@torch.no_grad()
+def logits(ck):
+    return build_model(ck).eval()(IDX)[0]
+
+
+def origins(ck):
+    return [l['origin'] for l in ck['provenance']['layers']]
+
+
+def test_stack_orders_and_provenance():
+    a, b = tagged(make(0), 0), tagged(make(1), 1)
+    g = grow([a], 'stack')
+    assert order(g) == [0, 1, 2, 3, 0, 1, 2, 3] and origins(g) == ['a:0', 'a:1', 'a:2', 'a:3'] * 2
+    assert g['provenance']['new_blocks'] == [4, 5, 6, 7] and g['model_args']['n_layer'] == 8
+    assert [l['new'] for l in g['provenance']['layers']] == [False] * 4 + [True] * 4
+    assert g['tokens_seen'] == 1000 and g['flops_spent'] == 1e9 and g['tokenizer'] == a['tokenizer']
+    assert g['param_counts'] == build_model(g).param_counts()
+    assert order(grow([a], 'stack', n_layer=6)) == [0, 1, 2, 3, 0, 1]   # last repeat truncated
+    assert order(grow([a], 'stack', factor=3)) == [0, 1, 2, 3] * 3
+    g = grow([a, b], 'stack')  # several sources: a's layers then b's
+    assert order(g) == [0, 1, 2, 3, 100, 101, 102, 103] and g['tokens_seen'] == 2000 and g['provenance']['new_blocks'] == []
+
+
+def test_interleave_dus_orders():
+    a = tagged(make(0), 0)
+    assert order(grow([a], 'interleave')) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert order(grow([a], 'interleave', every=2)) == [0, 1, 1, 2, 3, 3]
+    assert order(grow([a], 'interleave', factor=3, every=4)) == [0, 1, 2, 3, 3, 3]
+    a8, b8 = tagged(make(0, n_layer=8), 0), tagged(make(1, n_layer=8), 1)
+    g = grow([a8], 'dus')  # SOLAR: m = n/4 = 2 -> [0..5] + [2..7]
+    assert order(g) == [0, 1, 2, 3, 4, 5, 2, 3, 4, 5, 6, 7] and g['provenance']['new_blocks'] == [6, 7, 8, 9]
+    assert order(grow([a8], 'dus', m=2, n_layer=10)) == [0, 1, 2, 3, 4, 5, 2, 3, 6, 7]  # prts generalisation
+    assert order(grow([a8, b8], 'dus', m=3)) == [0, 1, 2, 3, 4, 103, 104, 105, 106, 107]
+
+
+def test_multisource_interleave_pulls_each_sources_tensors():
+    a, b = make(0), make(1)
+    g = grow([a, b], 'interleave')
+    assert origins(g) == ['a:0', 'b:0', 'a:1', 'b:1', 'a:2', 'b:2', 'a:3', 'b:3']
+    for p in range(8):
+        src = (a, b)[p % 2]['model']
+        for k, v in g['model'].items():
+            if k.startswith(f'transformer.h.{p}.'):
+                assert torch.equal(v, src[k.replace(f'.h.{p}.', f'.h.{p // 2}.')]), k
+    for k in ('transformer.wte.weight', 'transformer.wpe.weight', 'transformer.ln_f.weight'):
+        assert torch.equal(g['model'][k], a['model'][k])
+        assert torch.equal(grow([a, b], 'interleave', head_from='b')['model'][k], b['model'][k])
+    assert logits(g).shape == (2, 16, 64) and g['provenance']['new_blocks'] == []
+
+
+def test_map_and_mergekit_yaml():
+    a, b = tagged(make(0), 0), tagged(make(1), 1)
+    g = grow([a, b], 'map', map='a:0, b:0, a:1-2, 3')  # a bare index is the first source
+    assert order(g) == [0, 100, 1, 2, 3]
+    # Goliath-style alternating windows; layer_range is half-open, models by letter or by given name
+    yml = """
+merge_method: passthrough
+dtype: float32
+slices:
+  - sources: [{model: xwin, layer_range: [0, 2]}]
+  - sources: [{model: b, layer_range: [1, 3]}]
+  - sources:
+      - model: xwin
+        layer_range: [2, 4]
+"""
+    gy = grow([a, b], 'map', yaml=yml, names=['xwin', 'euryale'])
+    gm = grow([a, b], 'map', map='a:0-1,b:1-2,a:2-3')
+    assert order(gy) == [0, 1, 101, 102, 2, 3] and gy['provenance']['layers'] == gm['provenance']['layers']
+    assert gy['model'].keys() == gm['model'].keys() and all(torch.equal(gy['model'][k], gm['model'][k]) for k in gm['model'])
+    # `scale` multiplies the output projections: 0 on o_proj/down_proj appends an exact identity block
+    c = make(2)
+    for scale in ("0", "[{filter: o_proj, value: 0}, {filter: down_proj, value: 0}, {value: 1}]"):
+        yml = f"slices:\n  - sources: [{{model: a, layer_range: [0, 4]}}]\n  - sources: [{{model: a, layer_range: [3, 4], parameters: {{scale: {scale}}}}}]\n"
+        gs = grow([c], 'map', yaml=yml)
+        assert (logits(gs) - logits(c)).abs().max() <= 1e-6 and gs['model_args']['n_layer'] == 5
+        assert torch.equal(gs['model']['transformer.h.4.ln_1.weight'], c['model']['transformer.h.3.ln_1.weight'])
+
+
+@pytest.mark.parametrize('arch', [GPT2ISH, LLAMAISH], ids=['gpt2', 'llama'])
+def test_llama_pro_is_exact_and_trains_new_blocks_only(arch):
+    c = make(0, **arch)
+    g = grow([c], 'llama_pro', every=2)
+    assert origins(g) == ['a:0', 'a:1', 'zero(a:1)', 'a:2', 'a:3', 'zero(a:3)'] and g['provenance']['new_blocks'] == [2, 5]
+    assert (logits(g) - logits(c)).abs().max() <= 1e-6
+    assert grow([c], 'zero', n_layer=6)['provenance']['layers'] == g['provenance']['layers']
+    for k, v in g['model'].items():
+        if k.startswith(('transformer.h.2.attn.c_proj', 'transformer.h.2.mlp.c_proj')):
+            assert not v.any(), k
+    model = build_model(g)
+    model.set_trainable('new', g['provenance']['new_blocks'])
+    assert all(p.requires_grad == n.startswith(('transformer.h.2.', 'transformer.h.5.')) for n, p in model.named_parameters())
+    model(IDX, IDX)[1].backward()  # step 0: only the zeroed output projections get gradient
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert not grads['transformer.h.2.attn.c_attn.weight'].any() and not grads['transformer.h.2.mlp.c_fc.weight'].any()
+    assert grads['transformer.h.2.attn.c_proj.weight'].any() and grads['transformer.h.2.mlp.c_proj.weight'].any()
+
+
+def test_random_insertion():
+    c = make(0)
+    g = grow([c], 'random', every=2, seed=1)
+    assert origins(g) == ['a:0', 'a:1', 'new', 'a:2', 'a:3', 'new'] and g['provenance']['new_blocks'] == [2, 5]
+    new = g['model']['transformer.h.2.mlp.c_proj.weight']
+    assert not any(torch.equal(new, v) for v in c['model'].values())
+    assert abs(new.std().item() - 0.02 / (2 * 6) ** 0.5) < 0.002  # GPT-2's init, depth-scaled for 6 layers
+    assert torch.equal(grow([c], 'random', every=2, seed=1)['model']['transformer.h.5.attn.c_attn.weight'],
+                       g['model']['transformer.h.5.attn.c_attn.weight'])
+    assert not torch.equal(grow([c], 'random', every=2, seed=2)['model']['transformer.h.5.attn.c_attn.weight'],
+                           g['model']['transformer.h.5.attn.c_attn.weight'])
+
+
+@pytest.mark.parametrize('arch', [GPT2ISH, LLAMAISH], ids=['gpt2', 'llama'])
+def test_width_is_function_preserving(arch):
+    c = make(0, **arch)
+    ref = logits(c)
+    g = grow([c], 'width')  # x2: residual, heads (and kv heads), MLP
+    a = g['model_args']
+    assert (a['n_embd'], a['n_head'], a['n_kv_head']) == (64, 8, 4 if arch is LLAMAISH else None)
+    assert not a['tie_embeddings'] and (logits(g) - ref).abs().max() <= 1e-5
+    assert (logits(grow([c], 'width', factor=3)) - ref).abs().max() <= 1e-5
+    gm = grow([c], 'width', mlp_hidden=200)  # any MLP size (here 1.56x), residual untouched
+    assert gm['model_args']['tie_embeddings'] == c['model_args']['tie_embeddings'] and (logits(gm) - ref).abs().max() <= 1e-5
+    noisy = (logits(grow([c], 'width', noise=0.1)) - ref).abs().max()
+    assert 1e-4 < noisy < ref.abs().max()
+    if arch is GPT2ISH:  # the tying pitfall: wte' = [E, E] used as the head too doubles every logit
+        sd = dict(g['model'], **{'lm_head.weight': g['model']['transformer.wte.weight']})
+        naive = build_model(dict(model=sd, model_args=dict(a, tie_embeddings=True)))
+        assert torch.allclose(naive(IDX)[0], 2 * ref, atol=1e-4)
+
+
+def test_tie_relaxed_recursive():
+    c = make(0, **LLAMAISH)  # bias-free: exact at full rank
+    ref = logits(c)
+    for init in ('average', 'stepwise', 'lower'):
+        g = grow([c], 'tie', n_layer=2, init=init, lora_rank=32)
+        assert g['model_args']['layer_map'] == [0, 1, 0, 1] and g['model_args']['n_layer'] == 2
+        assert (logits(g) - ref).abs().max() <= 1e-5, init
+    g0 = grow([c], 'tie', n_layer=2, lora_rank=0)  # pure recursion: no adapters, half the blocks
+    assert not any(k.startswith('adapters.') for k in g0['model']) and g0['provenance']['trainable'] == 'all'
+    assert g0['param_counts']['unique'] < build_model(c).param_counts()['unique']
+    errs = [(logits(grow([c], 'tie', n_layer=2, lora_rank=r)) - ref).abs().max() for r in (0, 16)]
+    assert errs[0] > errs[1] > 1e-5
+    g = grow([make(0)], 'tie', lora_rank=8)  # with biases: runs (not exact: a LoRA cannot carry biases)
+    assert g['param_counts'] == build_model(g).param_counts()
+
+
+def test_tied_virtual_layers_share_storage():
+    c = make(0)
+    copies, tied = grow([c], 'stack'), grow([c], 'stack', tied=True)
+    assert tied['model_args']['layer_map'] == [0, 1, 2, 3, 0, 1, 2, 3] and tied['model_args']['n_layer'] == 4
+    assert tied['provenance']['new_blocks'] == [] and [l['block'] for l in tied['provenance']['layers']] == [0, 1, 2, 3] * 2
+    assert torch.equal(logits(tied), logits(copies))
+    pc = build_model(tied).param_counts()
+    assert pc['logical'] == build_model(copies).param_counts()['unique'] and pc['unique'] < pc['logical']
+    ad = grow([c], 'stack', tied=True, lora_rank=4, ia3=True, adapter_layers='virtual')
+    keys = {k.split('.')[1] for k in ad['model'] if k.startswith('adapters.')}
+    assert keys == {'4', '5', '6', '7'} and 'adapters.4.lora.qkv.lora_A' in ad['model']  # repeated occurrences only
+    assert torch.allclose(logits(ad), logits(copies), atol=1e-6)  # adapters start as the identity
+    assert order(grow([tagged(c, 0)], 'interleave', tied=True)) == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_sources_with_virtual_layers_are_materialised():
+    c = make(0)
+    virt = build_model(c, layer_map=[0, 1, 1, 2, 3], lora_rank=4)
+    with torch.no_grad():
+        for n, p in virt.named_parameters():
+            if 'lora_B' in n:
+                p.normal_()
+    ck = dict(c, model=virt.state_dict(), model_args=virt.config.to_dict())
+    g = grow([ck], 'llama_pro', every=5)  # exact, so the grown model must compute what the virtual one did
+    assert g['model_args']['n_layer'] == 6 and g['model_args']['layer_map'] is None
+    assert (logits(g) - logits(ck)).abs().max() <= 1e-5
+
+
+def test_lesa_svd_bookkeeping_and_determinism():
+    for L in (3, 6):  # 3 layers: c_fc's concatenation is tall, 6: wide (the two branches of grow.svd)
+        c = make(0, n_layer=L)
+        for name, key, rows in G.matrix_types(c['model_args']):
+            Ws = [c['model'][f'transformer.h.{l}.{key}'][rows] for l in range(L)]
+            US, Vh = G.svd(torch.cat(Ws, dim=1))
+            for l, W in enumerate(Ws):
+                V = Vh[:, l * W.shape[1]:(l + 1) * W.shape[1]]
+                assert (US @ V - W).norm() / W.norm() < 1e-5, (L, name, l)
+    c = make(0, n_layer=6)
+    g = grow([c], 'lesa', lesa_epochs=2)  # default range: the upper half
+    assert origins(g) == ['a:0', 'a:1', 'a:2', 'lesa(a:2,a:3)', 'a:3', 'lesa(a:3,a:4)', 'a:4', 'lesa(a:4,a:5)', 'a:5']
+    assert g['provenance']['new_blocks'] == [3, 5, 7] and set(g['provenance']['lesa']) == {'q', 'k', 'v', 'o', 'fc', 'proj'}
+    again = grow([c], 'lesa', lesa_epochs=2)
+    assert all(torch.equal(v, again['model'][k]) for k, v in g['model'].items())
+    assert origins(grow([c], 'lesa', lesa_range='1:3', lesa_epochs=1))[1:4] == ['lesa(a:0,a:1)', 'a:1', 'lesa(a:1,a:2)']
+    ln = g['model']['transformer.h.3.ln_1.weight']  # norms: the mean of the two neighbours
+    assert torch.allclose(ln, (c['model']['transformer.h.2.ln_1.weight'] + c['model']['transformer.h.3.ln_1.weight']) / 2)
+    llama3 = make(0, **dict(LLAMAISH, n_layer=3))  # SwiGLU (c_up), GQA, and the tall-SVD branch for c_fc
+    assert logits(grow([llama3], 'lesa', lesa_epochs=1)).isfinite().all()
+
+
+def test_lesa_beats_duplication_on_a_trained_model(shared):
+    """A 6-layer char model trained briefly on Shakespeare. LESA's predicted layers must start lower
+    than duplicating a neighbour into the same places. (`random` insertion is not the bar: GPT-2's init
+    gives the new blocks tiny output projections, so it is nearly the identity: ~base loss.)"""
+    text = (shared / 'data' / 'tinyshakespeare' / 'input.txt').read_text()
+    chars = sorted(set(text))
+    data = torch.tensor([chars.index(ch) for ch in text[:300_000]])
+    train, val = data[:270_000], data[270_000:]
+    T, B = 64, 24
+
+    def batch(src, g):
+        ix = torch.randint(len(src) - T - 1, (B,), generator=g)
+        return torch.stack([src[i:i + T] for i in ix]), torch.stack([src[i + 1:i + T + 1] for i in ix])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matmuls; a busy machine makes a second thread a large slowdown
+    try:
+        torch.manual_seed(0)
+        cfg = GPTConfig(n_layer=6, n_head=4, n_embd=64, block_size=T, vocab_size=len(chars))
+        model, g = GPT(cfg), torch.Generator().manual_seed(0)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        for _ in range(200):
+            _, loss = model(*batch(train, g))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        gv = torch.Generator().manual_seed(1)
+        val_batches = [batch(val, gv) for _ in range(8)]
+
+        @torch.no_grad()
+        def val_loss(ck):
+            m = build_model(ck).eval()
+            return sum(m(x, y)[1].item() for x, y in val_batches) / len(val_batches)
+        ck = dict(model=model.state_dict(), model_args=cfg.to_dict())
+        base = val_loss(ck)
+        lesa = val_loss(grow([ck], 'lesa'))  # new layers before layers 3, 4, 5
+        lower = val_loss(grow([ck], 'map', map='0,1,2,2,3,3,4,4,5'))  # the same places, copies instead
+        upper = val_loss(grow([ck], 'map', map='0,1,2,3,3,4,4,5,5'))
+        rand = val_loss(grow([ck], 'random', every=2))
+    finally:
+        torch.set_num_threads(threads)
+    assert lesa < min(lower, upper), (base, lesa, lower, upper)
+    assert abs(rand - base) < 0.01 and lesa - base < 0.05, (base, lesa, rand)
+
+# -----------------------------------------------------------------------------
+# command line
+
+
+def run(repo, *args):
+    return subprocess.run([sys.executable, 'grow.py', *map(str, args)], cwd=repo, capture_output=True, text=True)
+
+
+def test_cli_writes_a_checkpoint_with_provenance(tmp_path, repo):
+    a, b = tmp_path / 'a.pt', tmp_path / 'b.pt'
+    save_checkpoint(make(0), a)
+    save_checkpoint(tagged(make(1), 1), b)
+    (tmp_path / 'fm.yml').write_text(f"slices:\n  - sources: [{{model: first, layer_range: [0, 4]}}]\n"
+                                     f"  - sources: [{{model: '{b}', layer_range: [2, 4]}}]\n")
+    r = run(repo, '--method', 'map', '--yaml', tmp_path / 'fm.yml', '--out', tmp_path / 'out' / 'fm.pt', f'first={a}')
+    assert r.returncode == 0, r.stderr
+    g = load_checkpoint(tmp_path / 'out' / 'fm.pt')  # b was loaded from the path the YAML names
+    assert order(g)[4:] == [102, 103] and origins(g) == ['a:0', 'a:1', 'a:2', 'a:3', 'b:2', 'b:3']
+    srcs = g['provenance']['sources']
+    assert [s['path'] for s in srcs] == [str(a), str(b)] and srcs[1]['sha256'] == hashlib.sha256(b.read_bytes()).hexdigest()
+    assert g['tokens_seen'] == 2000 and build_model(g).param_counts() == g['param_counts']
+    assert not [p for p in (tmp_path / 'out').iterdir() if p.name != 'fm.pt']  # no temp files left
+
+
+def test_cli_bad_inputs_fail_in_one_line_without_output(tmp_path, repo):
+    a, b, wide = tmp_path / 'a.pt', tmp_path / 'b.pt', tmp_path / 'wide.pt'
+    save_checkpoint(make(0), a)
+    save_checkpoint(make(1), b)
+    save_checkpoint(make(2, n_embd=48), wide)
+    (tmp_path / 'junk.pt').write_bytes(b'not a checkpoint at all')
+    torch.save({'weights': torch.zeros(2)}, tmp_path / 'other.pt')
+    (tmp_path / 'bad.yml').write_text("slices: [ {sources: [model: a\n")
+    (tmp_path / 'noslices.yml').write_text("models:\n  - model: a\n")
+    out = tmp_path / 'out.pt'
+    cases = {
+        'unknown method': (['--method', 'fold', a], 'unknown method'),
+        'index out of range': (['--method', 'map', '--map', 'a:0,a:9', a], 'layer 9 out of range'),
+        'mismatched sources': (['--method', 'interleave', a, wide], 'differ in n_embd'),
+        'unreadable file': (['--method', 'stack', tmp_path / 'junk.pt'], 'cannot read checkpoint'),
+        'not a checkpoint': (['--method', 'stack', tmp_path / 'other.pt'], 'not a nanogrow checkpoint'),
+        'missing file': (['--method', 'stack', tmp_path / 'nope.pt'], 'not found'),
+        'bad yaml': (['--method', 'map', '--yaml', tmp_path / 'bad.yml', a], 'bad YAML'),
+        'yaml without slices': (['--method', 'map', '--yaml', tmp_path / 'noslices.yml', a], "'slices:'"),
+        'option of another method': (['--method', 'stack', '--every', 2, a], 'does not apply'),
+        'one-source method': (['--method', 'lesa', a, b], 'takes one source'),
+        'unknown source name': (['--method', 'map', '--map', 'c:0', a, b], 'unknown source'),
+    }
+    procs = {name: subprocess.Popen([sys.executable, 'grow.py', '--out', out, *map(str, args)], cwd=repo,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, (args, _) in cases.items()}
+    for name, p in procs.items():
+        _, err = p.communicate()
+        lines = err.strip().splitlines()
+        assert p.returncode != 0 and len(lines) == 1 and lines[0].startswith('error: '), (name, err)
+        assert cases[name][1] in lines[0], (name, lines[0])
+    assert not out.exists() and not list(tmp_path.glob('.out.pt*'))
+
+# -----------------------------------------------------------------------------
+# growth inside a training run
+
+
+def test_train_grows_in_run_and_resumes_across_the_growth_step(tmp_path, repo):
+    data = tmp_path / 'data'
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (('train', 20000), ('val', 4000)):
+        rng.integers(0, 64, n).astype(np.uint16).tofile(data / f'{split}.bin')
+    chars = ''.join(chr(48 + i) for i in range(64))
+    (data / 'meta.json').write_text(json.dumps({'tokenizer': 'char', 'vocab_size': 64, 'dtype': 'uint16', 'chars': chars}))
+    common = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=4', '--gradient_accumulation_steps=1',
+              '--eval_interval=4', '--eval_iters=2', '--log_interval=1', '--warmup_iters=2', '--lr_decay_iters=12',
+              '--grow_at_iter=6', "--grow_method=llama_pro", "--grow_options={'every': 1}", '--train_only=new',
+              f'--data_dir={data}', '--device=cpu', '--progress=False']
+
+    def train(out, *extra):
+        r = subprocess.run([sys.executable, 'train.py', *common, f'--out_dir={out}', *extra], cwd=repo,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return [json.loads(line) for line in open(out / 'log.jsonl')]
+
+    straight = train(tmp_path / 'a', '--max_iters=12')
+    grows = [r for r in straight if r['type'] == 'grow']
+    assert len(grows) == 1 and grows[0]['iter'] == 6 and (grows[0]['n_layer_before'], grows[0]['n_layer_after']) == (2, 4)
+    ck = load_checkpoint(tmp_path / 'a' / 'last.pt')
+    assert ck['provenance']['method'] == 'llama_pro' and ck['provenance']['new_blocks'] == [1, 3]
+    assert ck['model_args']['n_layer'] == 4 and ck['tokens_seen'] == 12 * 4 * 16
+    # the same run in three pieces: stopped before the growth step, then across it, then after it
+    train(tmp_path / 'b', '--max_iters=4')
+    train(tmp_path / 'b', '--init_from=resume', '--max_iters=8')
+    resumed = train(tmp_path / 'b', '--init_from=resume', '--max_iters=12')
+    assert [r['type'] for r in resumed].count('grow') == 1
+    last = lambda log: [r for r in log if r['type'] == 'eval'][-1]
+    assert last(resumed)['val_loss'] == pytest.approx(last(straight)['val_loss'], abs=1e-5)
+    a, b = load_checkpoint(tmp_path / 'a' / 'last.pt')['model'], load_checkpoint(tmp_path / 'b' / 'last.pt')['model']
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

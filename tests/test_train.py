@@ -1,0 +1,263 @@
+"""train.py, configurator.py, checkpoint.py and sample.py, on a tiny char dataset and tiny models.
+Scripts run as subprocesses, as users run them."""
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from checkpoint import build_model, load_checkpoint, save_checkpoint
+from configurator import resolve
+from model import GPT, GPTConfig
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}  # tiny models: one thread is faster, and far faster on a busy machine
+TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=4',
+        '--gradient_accumulation_steps=2', '--eval_iters=3', '--eval_interval=4', '--max_iters=8',
+        '--warmup_iters=2', '--lr_decay_iters=8', '--learning_rate=3e-3', '--dropout=0.1', '--progress=False']
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    """A char-level dataset with some structure: words drawn from a small lexicon."""
+    d = tmp_path_factory.mktemp('data')
+    words = 'the quick brown fox jumps over a lazy dog while seven wizards quietly hex bold jackals'.split()
+    rng = np.random.default_rng(0)
+    text = ' '.join(rng.choice(words, 6000)) + '\n'
+    chars = sorted(set(text))
+    ids = np.array([chars.index(c) for c in text], dtype=np.uint16)
+    n = int(len(ids) * 0.9)
+    ids[:n].tofile(d / 'train.bin')
+    ids[n:].tofile(d / 'val.bin')
+    meta = dict(tokenizer='char', vocab_size=len(chars), dtype='uint16', chars=chars, path=None, eot=None, bos=None,
+                train_tokens=n, val_tokens=len(ids) - n, source='test')
+    (d / 'meta.json').write_text(json.dumps(meta))
+    return d
+
+
+def train(repo, data, out_dir, *args, cmd=(sys.executable, 'train.py'), check=True, env=()):
+    p = subprocess.run([*cmd, f'--data_dir={data}', f'--out_dir={out_dir}', *TINY, *args],
+                       cwd=repo, env={**ENV, **dict(env)}, capture_output=True, text=True, timeout=300)
+    if check:
+        assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def records(out_dir, kind=None):
+    rs = [json.loads(line) for line in open(os.path.join(out_dir, 'log.jsonl'))]
+    return [r for r in rs if kind in (None, r['type'])]
+
+
+def losses(out_dir):
+    return [(r['type'], r['iter'], r['loss'] if r['type'] == 'train' else r['val_loss'])
+            for r in records(out_dir) if r['type'] != 'grow']
+
+
+@pytest.fixture(scope='module')
+def straight(data, tmp_path_factory):
+    """One uninterrupted 8-iteration run, the reference for resume and DDP."""
+    out = tmp_path_factory.mktemp('straight')
+    train(REPO, data, out)
+    return out
+
+
+@pytest.fixture(scope='module')
+def half(data, tmp_path_factory):
+    """The same run stopped after 4 iterations: out_dir/last.pt is a checkpoint at iter 4."""
+    out = tmp_path_factory.mktemp('half')
+    train(REPO, data, out, '--max_iters=4')
+    return out
+
+
+def copy_run(src, dst):
+    for name in ('last.pt', 'log.jsonl'):
+        shutil.copy(src / name, dst / name)
+
+
+# -----------------------------------------------------------------------------
+# configurator
+
+DEFAULTS = dict(batch_size=12, learning_rate=6e-4, compile=False, init_from='scratch', layer_map=None,
+                grow_options={}, lowrank_attn=0, out_dir='out')
+
+
+def test_configurator_types_and_values():
+    cfg, explicit = resolve(DEFAULTS, ['--batch_size=32', '--learning_rate=1', '--compile=true', '--init_from=hf:a=b=c',
+                                       '--layer_map=[0,1,1]', '--grow_options={"n_layer": 8}'], types={'lowrank_attn': object})
+    assert cfg['batch_size'] == 32 and cfg['learning_rate'] == 1.0 and isinstance(cfg['learning_rate'], float)
+    assert cfg['compile'] is True and cfg['init_from'] == 'hf:a=b=c'  # '=' inside a value
+    assert cfg['layer_map'] == [0, 1, 1] and cfg['grow_options'] == {'n_layer': 8}
+    assert explicit == ['batch_size', 'learning_rate', 'compile', 'init_from', 'layer_map', 'grow_options']
+    assert resolve(DEFAULTS, ['--layer_map=None', '--compile=False', '--lowrank_attn=inc:4:32'],
+                   types={'lowrank_attn': object})[0] == {**DEFAULTS, 'lowrank_attn': 'inc:4:32'}
+    for bad in ('--batch_size=3.5', '--batch_size=True', '--compile=1', '--learning_rate=fast', '--batch_size'):
+        with pytest.raises(ValueError):
+            resolve(DEFAULTS, [bad])
+
+
+def test_configurator_unknown_keys(tmp_path):
+    with pytest.raises(ValueError, match="unknown config key 'lerning_rate'.*did you mean 'learning_rate'"):
+        resolve(DEFAULTS, ['--lerning_rate=1e-3'])
+    good = tmp_path / 'good.py'
+    good.write_text("import math\nbatch_size = 2 ** 4\nlearning_rate = 1\nlayer_map = [i % 2 for i in range(batch_size // 4)]\n")
+    cfg, explicit = resolve(DEFAULTS, [str(good), '--batch_size=8'])
+    assert (cfg['batch_size'], cfg['learning_rate'], cfg['layer_map']) == (8, 1.0, [0, 1, 0, 1])
+    bad = tmp_path / 'bad.py'
+    bad.write_text("batch_size = 4\nbatch_szie = 8\n")
+    with pytest.raises(ValueError, match="batch_szie.*bad.py.*did you mean 'batch_size'"):
+        resolve(DEFAULTS, [str(bad)])
+    bad.write_text("compile = 'yes'\n")
+    with pytest.raises(ValueError, match="expected bool"):
+        resolve(DEFAULTS, [str(bad)])
+
+
+def test_bad_cli_is_one_line_error(repo):
+    p = subprocess.run([sys.executable, 'train.py', '--lerning_rate=1e-3'], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "error: unknown config key 'lerning_rate' on the command line (did you mean 'learning_rate'?)" in p.stderr
+
+
+def test_bad_data_path_is_one_line_error(repo, tmp_path):
+    p = subprocess.run([sys.executable, 'train.py', f'--data_dir={tmp_path}/nope', f'--out_dir={tmp_path}/out'],
+                       cwd=repo, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and len(p.stderr.strip().splitlines()) == 1 and 'train.bin not found' in p.stderr, p.stderr
+
+# -----------------------------------------------------------------------------
+# checkpoints
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50, layer_map=[0, 1, 1], lora_rank=2))
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
+    x = torch.randint(50, (2, 16))
+    model(x, x)[1].backward()
+    opt.step()
+    ckpt = dict(model={f'_orig_mod.{k}': v for k, v in model.state_dict().items()}, model_args=model.config.to_dict(),
+                optimizer=opt.state_dict(), iter_num=3, best_val_loss=float('inf'), config={'grow_options': {}},
+                rng={'torch': torch.get_rng_state()}, param_counts=model.param_counts(), tokenizer=None)
+    path = tmp_path / 'sub' / 'c.pt'
+    save_checkpoint(ckpt, path)
+    assert os.listdir(path.parent) == ['c.pt']  # no temp file left behind
+    torch.load(path, weights_only=True)  # loads without executing code
+    loaded = load_checkpoint(path)
+    model2 = build_model(loaded)  # strips the torch.compile prefix
+    model.eval(), model2.eval()
+    assert torch.equal(model(x)[0], model2(x)[0])
+    with pytest.raises(FileNotFoundError, match='checkpoint not found'):
+        load_checkpoint(tmp_path / 'missing.pt')
+    (tmp_path / 'junk.pt').write_bytes(b'not a checkpoint')
+    with pytest.raises(ValueError, match='cannot read checkpoint'):
+        load_checkpoint(tmp_path / 'junk.pt')
+    torch.save({'weights': 1}, tmp_path / 'other.pt')
+    with pytest.raises(ValueError, match='not a nanogrow checkpoint'):
+        load_checkpoint(tmp_path / 'other.pt')
+
+# -----------------------------------------------------------------------------
+# training runs
+
+
+def test_init_loss_is_ln_vocab(straight, data):
+    vocab = json.loads((data / 'meta.json').read_text())['vocab_size']
+    first = records(straight, 'eval')[0]
+    assert first['iter'] == 0 and abs(first['val_loss'] - math.log(vocab)) < 0.1
+    assert records(straight, 'eval')[-1]['val_loss'] < first['val_loss'] - 0.15  # and it learns
+
+
+def test_log_and_checkpoint_contents(straight):
+    r = records(straight, 'train')[-1]
+    assert set(r) == {'type', 'iter', 'tokens', 'flops', 'loss', 'lr', 'tok_per_sec', 'mfu', 'elapsed'}
+    assert set(records(straight, 'eval')[-1]) == {'type', 'iter', 'tokens', 'flops', 'train_loss', 'val_loss', 'lr', 'elapsed'}
+    assert r['iter'] == 7 and r['tokens'] == 8 * 2 * 4 * 16
+    ckpt = load_checkpoint(straight / 'last.pt')
+    assert ckpt['iter_num'] == 8 and ckpt['tokens_seen'] == r['tokens'] and ckpt['flops_spent'] == r['flops']
+    assert ckpt['config'] == json.loads((straight / 'config.json').read_text())
+    assert ckpt['param_counts']['unique'] == sum(p.numel() for p in build_model(ckpt).parameters())
+    assert (straight / 'best.pt').exists()
+
+
+def test_resume_is_exact(repo, data, straight, half, tmp_path):
+    copy_run(half, tmp_path)
+    train(repo, data, tmp_path, '--init_from=resume', '--max_iters=8')
+    assert losses(tmp_path) == losses(straight)  # bit-identical, dropout included
+
+
+def test_ddp_matches_single_process(repo, data, straight, tmp_path):
+    torchrun = (sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py')
+    train(repo, data, tmp_path, cmd=torchrun)
+    got, want = losses(tmp_path), losses(straight)
+    assert [g[:2] for g in got] == [w[:2] for w in want]
+    for g, w in zip(got, want):
+        assert abs(g[2] - w[2]) <= 1e-4 * abs(w[2]), (g, w)
+
+
+def test_nonfinite_loss_stops_and_keeps_last_checkpoint(repo, data, half, tmp_path):
+    copy_run(half, tmp_path)
+    before = (tmp_path / 'last.pt').read_bytes()
+    p = train(repo, data, tmp_path, '--init_from=resume', '--max_iters=40', '--learning_rate=1e9', '--grad_clip=0.0',
+              '--decay_lr=False', check=False)
+    assert p.returncode != 0 and 'non-finite' in p.stderr, p.stderr[-2000:]
+    assert (tmp_path / 'last.pt').read_bytes() == before
+
+
+def test_sigterm_saves_a_loadable_checkpoint(repo, data, tmp_path):
+    cmd = [sys.executable, 'train.py', f'--data_dir={data}', f'--out_dir={tmp_path}', *TINY, '--max_iters=100000',
+           '--eval_interval=100000', '--lr_decay_iters=100000']
+    p = subprocess.Popen(cmd, cwd=repo, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / 'log.jsonl').exists() or not records(tmp_path, 'train'):
+        assert p.poll() is None and time.time() < deadline, p.stderr.read() if p.poll() is not None else 'timeout'
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGTERM, err[-2000:]
+    ckpt = load_checkpoint(tmp_path / 'last.pt')
+    assert ckpt['iter_num'] >= 1
+    build_model(ckpt)
+
+
+def test_compile(repo, data, tmp_path):
+    p = train(repo, data, tmp_path, '--compile=True', '--max_iters=2', '--eval_iters=1')
+    if 'torch.compile failed' in p.stdout:
+        pytest.skip('torch.compile is unavailable here (train.py fell back to eager): '
+                    + p.stdout.split('torch.compile failed')[1].splitlines()[0])
+    assert len(records(tmp_path, 'train')) == 2 and all(math.isfinite(r['loss']) for r in records(tmp_path, 'train'))
+
+
+def test_compile_failure_falls_back_to_eager(repo, data, tmp_path):
+    env = {'CXX': '/bin/false', 'TORCHINDUCTOR_CACHE_DIR': str(tmp_path / 'inductor')}  # inductor cannot build kernels
+    p = train(repo, data, tmp_path, '--compile=True', '--max_iters=1', '--eval_iters=1', env=env)
+    if 'torch.compile failed' not in p.stdout:
+        pytest.skip('could not make torch.compile fail with CXX=/bin/false here')
+    assert len(records(tmp_path, 'train')) == 1
+
+
+def test_sample(repo, straight):
+    p = subprocess.run([sys.executable, 'sample.py', f'--init_from={straight / "best.pt"}', '--start=the quick',
+                        '--num_samples=2', '--max_new_tokens=20', '--device=cpu'], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    samples = p.stdout.split('---------------\n')
+    assert len(samples) == 3 and all(s.startswith('the quick') for s in samples[:2])
+
+
+def test_grow_in_run_and_resume_across_growth(repo, data, tmp_path):
+    pytest.importorskip('grow')
+    grow = ['--grow_at_iter=4', '--grow_method=stack', '--max_iters=8']
+    train(repo, data, tmp_path / 'a', *grow)
+    g = records(tmp_path / 'a', 'grow')
+    assert len(g) == 1 and (g[0]['iter'], g[0]['n_layer_before'], g[0]['n_layer_after']) == (4, 2, 4)
+    assert g[0]['params_after'] > g[0]['params_before']
+    assert records(tmp_path / 'a', 'train')[4]['lr'] == records(tmp_path / 'a', 'train')[0]['lr']  # warmup restarted
+    assert load_checkpoint(tmp_path / 'a' / 'last.pt')['model_args']['n_layer'] == 4
+    train(repo, data, tmp_path / 'b', *grow, '--max_iters=6')
+    train(repo, data, tmp_path / 'b', '--init_from=resume', '--max_iters=8')
+    assert records(tmp_path / 'b', 'grow') == g  # grown once, not again on resume
+    assert [r for r in losses(tmp_path / 'b') if r[:2] != ('eval', 6)] == losses(tmp_path / 'a')

@@ -1,0 +1,478 @@
+"""
+Train a GPT. One process (CPU, one GPU, Apple mps):
+$ python train.py config/train_shakespeare_char.py --batch_size=32 --compile=True
+
+DDP on 8 GPUs of one node (gradient_accumulation_steps is the GLOBAL count, split among processes):
+$ torchrun --standalone --nproc_per_node=8 train.py config/ts_base.py
+
+DDP on 2 nodes of 8 GPUs: run on the master node (ip 123.456.123.456) and on the worker:
+$ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123.456 --master_port=1234 train.py
+$ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=1 --master_addr=123.456.123.456 --master_port=1234 train.py
+(If your cluster does not have Infiniband interconnect prepend NCCL_IB_DISABLE=1.)
+
+Ctrl-C or SIGTERM: the current iteration finishes, out_dir/last.pt is saved, and the exit code is
+130 / 143 (128 + signal). `--init_from=resume` continues exactly where it stopped.
+"""
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import fields
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from checkpoint import ADAPTABLE, build_model, load_checkpoint, save_checkpoint
+from configurator import resolve
+from model import GPT, GPTConfig
+from tokenizer import load_meta
+
+# -----------------------------------------------------------------------------
+# default config values: a GPT-2 (124M) shaped model on the default dataset
+# I/O
+out_dir = 'out'
+eval_interval = 2000
+log_interval = 1
+eval_iters = 200
+eval_only = False  # evaluate once, print, exit
+always_save_checkpoint = True  # last.pt at every eval; if False only at the end, on growth and on a signal
+init_from = 'scratch'  # 'scratch' | 'resume' (out_dir/last.pt) | path/to/ckpt.pt | 'hf:<dir>' | 'llama2c:<file>'
+train_only = 'all'  # 'all' | 'adapters' | 'new' (blocks added by growth) | a regex over parameter names
+progress = True  # tqdm progress bar on rank 0 when stderr is a terminal
+# data
+dataset = 'shakespeare_char'
+data_dir = None  # None = data/<dataset> next to this file
+gradient_accumulation_steps = 5 * 8  # GLOBAL micro-steps per iteration (divided by the number of processes)
+batch_size = 12  # micro-batch size per process
+# model; every other GPTConfig field (n_kv_head, norm, pos, mlp, layer_map, lora_*, ia3, adapter_layers,
+# lowrank_*, ...) is a config key as well, with model.py's default
+n_layer = 12
+n_head = 12
+n_embd = 768
+block_size = 1024
+dropout = 0.0  # for pretraining 0 is good, for finetuning try 0.1+
+bias = True
+vocab_size = None  # None = the dataset's (meta.json)
+# adamw optimizer
+learning_rate = 6e-4  # max learning rate
+max_iters = 600000  # total number of optimizer steps
+weight_decay = 1e-1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0  # clip gradients at this norm, or 0.0 to disable
+# learning rate: linear warmup, cosine decay to min_lr at lr_decay_iters, then min_lr
+decay_lr = True
+warmup_iters = 2000
+lr_decay_iters = 600000  # ~= max_iters per Chinchilla
+min_lr = 6e-5  # ~= learning_rate/10 per Chinchilla
+# growth during the run (grow.py): fresh optimizer, and the lr schedule restarts, at the growth step
+grow_at_iter = 0  # 0 = never
+grow_method = 'stack'
+grow_options = {}
+# system
+device = 'auto'  # 'auto' (cuda > mps > cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
+dtype = 'auto'  # 'auto' (bfloat16 on cuda if supported, else float32) | 'float32' | 'bfloat16' | 'float16'
+compile = False  # torch.compile the model (falls back to eager, with a note, if compilation fails)
+backend = 'auto'  # DDP: 'auto' (nccl on cuda, gloo otherwise) | 'nccl' | 'gloo'
+peak_flops = None  # per-device peak FLOP/s for mfu; None = 312e12 (A100 bf16) on cuda, no mfu elsewhere
+seed = 1337
+# -----------------------------------------------------------------------------
+defaults = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, list, dict, type(None)))}
+model_keys = [f.name for f in fields(GPTConfig)]
+defaults.update({k: getattr(GPTConfig(), k) for k in model_keys if k not in defaults})
+ckpt = None
+try:
+    config, explicit = resolve(defaults, sys.argv[1:], types={f.name: f.type for f in fields(GPTConfig)})
+    if config['init_from'] == 'resume':  # continue with the run's own config; the command line still overrides
+        ckpt = load_checkpoint(os.path.join(config['out_dir'], 'last.pt'))
+        config = {**config, **{k: v for k, v in ckpt['config'].items() if k in defaults}, **{k: config[k] for k in explicit}}
+except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+globals().update(config)
+# -----------------------------------------------------------------------------
+
+ddp = int(os.environ.get('RANK', -1)) != -1  # is this a torchrun run?
+if device == 'auto':
+    device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+device_type = device.split(':')[0]
+if ddp:
+    dist.init_process_group(backend=backend if backend != 'auto' else 'nccl' if device_type == 'cuda' else 'gloo')
+    ddp_rank, ddp_local_rank, ddp_world_size = int(os.environ['RANK']), int(os.environ['LOCAL_RANK']), int(os.environ['WORLD_SIZE'])
+    if device_type == 'cuda':
+        device = f'cuda:{ddp_local_rank}'
+        torch.cuda.set_device(device)
+    if gradient_accumulation_steps % ddp_world_size:
+        sys.exit(f"error: gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the {ddp_world_size} processes")
+    gradient_accumulation_steps //= ddp_world_size
+else:
+    ddp_rank, ddp_local_rank, ddp_world_size = 0, 0, 1
+master_process = ddp_rank == 0  # does logging and checkpointing
+write_files = master_process and not eval_only
+say = tqdm.write if master_process else (lambda *a, **k: None)
+for k in explicit:
+    say(f"config: {k} = {config[k]!r}")
+for k in ('eval_interval', 'log_interval', 'eval_iters', 'batch_size', 'gradient_accumulation_steps'):
+    if globals()[k] < 1:
+        sys.exit(f"error: {k} must be >= 1, got {globals()[k]}")
+if decay_lr and lr_decay_iters <= warmup_iters:
+    sys.exit(f"error: lr_decay_iters={lr_decay_iters} must exceed warmup_iters={warmup_iters}")
+
+if dtype == 'auto':
+    dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
+if dtype not in ('float32', 'bfloat16', 'float16'):
+    sys.exit(f"error: dtype must be 'auto', 'float32', 'bfloat16' or 'float16', got {dtype!r}")
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+# seeds the generator dropout draws from (torch.manual_seed would seed every backend, 30x slower)
+seed_device = {'cuda': torch.cuda.manual_seed, 'mps': torch.mps.manual_seed}.get(device_type, torch.default_generator.manual_seed)
+torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
+torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
+
+# data: train.bin / val.bin token streams, meta.json describes the tokenizer
+data_dir = data_dir or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)
+for split in ('train', 'val'):
+    if not os.path.isfile(os.path.join(data_dir, f'{split}.bin')):
+        sys.exit(f"error: {os.path.join(data_dir, split + '.bin')} not found (run data/{dataset}/prepare.py, or set data_dir)")
+meta_path = os.path.join(data_dir, 'meta.json')
+meta = load_meta(data_dir) if os.path.isfile(meta_path) else None
+data_dtype = np.dtype(meta.get('dtype', 'uint16') if meta else 'uint16')
+
+
+def rng_seed(*key):
+    """A seed for one use of randomness, keyed by (seed, purpose, iter, slot). Every batch and every
+    dropout mask is drawn from its own key, so a resumed run, or one on more or fewer processes,
+    draws exactly what an uninterrupted single-process run would."""
+    return int.from_bytes(hashlib.blake2b(repr((seed,) + key).encode(), digest_size=8).digest(), 'little')
+
+
+def get_batch(split, *key):
+    # recreate np.memmap every batch to avoid a memory leak, as per
+    # https://stackoverflow.com/questions/45132940/numpy-memmap-memory-usage-want-to-iterate-once/61472122#61472122
+    data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=data_dtype, mode='r')
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=torch.Generator().manual_seed(rng_seed(split, *key)))
+    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix])
+    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix])
+    if device_type == 'cuda':  # pin arrays x,y, which allows us to move them to GPU asynchronously (non_blocking=True)
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+# model: from scratch, or from a checkpoint (resume / weights of another run / an imported model)
+iter_num, best_val_loss, tokens_seen, flops_spent, elapsed_before = 0, float('inf'), 0, 0.0, 0.0
+grown_at, provenance = None, None  # the iteration at which this run grew its model; how the model was grown
+try:
+    if init_from == 'scratch':
+        if vocab_size is None and meta is None:
+            raise ValueError(f"no {meta_path}: set vocab_size")
+        model_args = {k: config[k] for k in model_keys}
+        model_args['vocab_size'] = vocab_size or meta['vocab_size']
+        torch.manual_seed(seed)
+        raw_model = GPT(GPTConfig.from_dict(model_args))
+    else:
+        if init_from.startswith(('hf:', 'llama2c:')):
+            from convert import import_model  # only runs that import models need transformers & co
+            ckpt = import_model(init_from)
+        elif init_from != 'resume':
+            ckpt = load_checkpoint(init_from)
+        # the checkpoint defines the architecture; adapter/virtual-layer keys and dropout may be added to it
+        overrides = {} if init_from == 'resume' else {k: config[k] for k in explicit if k in ADAPTABLE}
+        ignored = [k for k in explicit if k in model_keys and k not in ADAPTABLE and k != 'block_size'
+                   and config[k] != ckpt['model_args'].get(k)]
+        if ignored and init_from != 'resume':
+            theirs = ', '.join(f"{k}={ckpt['model_args'].get(k)!r}" for k in ignored)
+            say(f"note: init_from defines {theirs}; the config's values are ignored")
+        raw_model = build_model(ckpt, **overrides)
+        if init_from != 'resume' and 'block_size' in explicit and block_size != raw_model.config.block_size:
+            if block_size > raw_model.config.block_size:
+                raise ValueError(f"block_size={block_size} exceeds the checkpoint's {raw_model.config.block_size}")
+            raw_model.crop_block_size(block_size)  # model surgery: a shorter context than it was trained with
+        tokens_seen, flops_spent, elapsed_before = ckpt.get('tokens_seen', 0), ckpt.get('flops_spent', 0.0), ckpt.get('elapsed', 0.0)
+        provenance = ckpt.get('provenance')
+        if init_from == 'resume':
+            iter_num, best_val_loss, grown_at = ckpt['iter_num'], ckpt['best_val_loss'], ckpt.get('grown_at')
+            torch.set_rng_state(ckpt['rng']['torch'])
+        if ckpt.get('tokenizer') and meta and any(ckpt['tokenizer'].get(k) != meta.get(k) for k in ('tokenizer', 'chars')):
+            raise ValueError(f"{data_dir} uses the {meta['tokenizer']!r} tokenizer, the checkpoint {ckpt['tokenizer']['tokenizer']!r}")
+    if meta and meta['vocab_size'] > raw_model.config.vocab_size:
+        raise ValueError(f"the dataset's vocab_size {meta['vocab_size']} exceeds the model's {raw_model.config.vocab_size}")
+    for split in ('train', 'val'):
+        if raw_model.config.block_size >= len(np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=data_dtype, mode='r')):
+            raise ValueError(f"{split}.bin is shorter than block_size+1 = {raw_model.config.block_size + 1} tokens")
+except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+tokenizer_meta = meta or (ckpt or {}).get('tokenizer')
+block_size = raw_model.config.block_size
+start_iter = resumed_at = iter_num
+if init_from != 'resume' or eval_only:
+    resumed_at = -1  # a resumed run was evaluated at this iteration just before it was saved
+raw_model.to(device)
+
+
+def set_trainable(m):
+    if train_only == 'new' and not provenance and grow_at_iter and grown_at is None:
+        return  # everything trains until the growth step creates the new blocks
+    m.set_trainable(train_only, new_blocks=(provenance or {}).get('new_blocks', ()))
+
+
+def wrap(m, use_compile):
+    """The module the training loop calls: compiled and/or DDP-wrapped around the raw model."""
+    if use_compile:
+        m = torch.compile(m)
+    if ddp:
+        m = DDP(m, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
+    return m
+
+
+try:
+    set_trainable(raw_model)
+    optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+    if init_from == 'resume':
+        optimizer.load_state_dict(ckpt['optimizer'])
+except ValueError as e:
+    sys.exit(f"error: {e}")
+scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+if init_from == 'resume' and 'scaler' in ckpt:
+    scaler.load_state_dict(ckpt['scaler'])
+ckpt = None  # free up memory
+model = wrap(raw_model, compile)
+compile_pending = compile  # torch.compile fails lazily, at the first call; until a step succeeds we can fall back
+tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
+if peak_flops is None and device_type == 'cuda':
+    peak_flops = 312e12
+say(f"device {device}, dtype {dtype}, {ddp_world_size} process(es), tokens per iteration {tokens_per_iter:,}")
+say("params: " + ", ".join(f"{k} {v:,}" for k, v in raw_model.param_counts().items()))
+
+log_path = os.path.join(out_dir, 'log.jsonl')
+if write_files:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, '.config.json.tmp'), 'w') as f:
+        json.dump(config, f, indent=2)
+    os.replace(os.path.join(out_dir, '.config.json.tmp'), os.path.join(out_dir, 'config.json'))
+    if init_from == 'resume' and os.path.isfile(log_path):  # drop records written after the checkpoint
+        records = [json.loads(line) for line in open(log_path) if line.endswith('\n')]  # not a line cut off by a crash
+        keep = [r for r in records if r['iter'] < iter_num or (r['iter'] == iter_num and r['type'] != 'train')]
+        with open(log_path + '.tmp', 'w') as f:
+            f.writelines(json.dumps(r) + '\n' for r in keep)
+        os.replace(log_path + '.tmp', log_path)
+
+
+def log(**record):
+    if write_files:
+        with open(log_path, 'a') as f:
+            f.write(json.dumps(record) + '\n')
+
+
+def get_lr(it):
+    if not decay_lr:
+        return learning_rate
+    if it < warmup_iters:  # 1) linear warmup for warmup_iters steps
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it > lr_decay_iters:  # 2) if it > lr_decay_iters, return min learning rate
+        return min_lr
+    decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)  # 3) in between, cosine decay down to min learning rate
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # coeff ranges 0..1
+    return min_lr + coeff * (learning_rate - min_lr)
+
+
+def eager_fallback(fn):
+    """Run fn(); if torch.compile has not yet worked and fails now (no C compiler, unsupported
+    platform, ...), say so in one line and redo it in eager mode."""
+    global model, compile_pending
+    if not compile_pending:
+        return fn()
+    try:
+        return fn()
+    except Exception as e:
+        say(f"note: torch.compile failed ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}); continuing eagerly")
+        model, compile_pending = wrap(raw_model, False), False
+        optimizer.zero_grad(set_to_none=True)
+        return fn()
+
+
+@torch.no_grad()
+def estimate_loss():
+    """Mean loss over eval_iters fixed batches per split (the same every eval, so curves are not
+    resampling noise), shared out among the processes and summed with all_reduce."""
+    m = model.module if ddp else model
+    m.eval()
+    out = {}
+    for split in ('train', 'val'):
+        total = torch.zeros(2, device=device)  # loss sum, batch count
+        for k in range(ddp_rank, eval_iters, ddp_world_size):
+            X, Y = get_batch(split, 'eval', k)
+            with ctx:
+                _, loss = m(X, Y)
+            total += torch.stack([loss.float(), torch.ones((), device=device)])
+        if ddp:
+            dist.all_reduce(total)
+        out[split] = (total[0] / total[1]).item()
+    m.train()
+    return out
+
+
+def train_step():
+    """One optimizer step over gradient_accumulation_steps micro-batches; the mean loss (tensor)."""
+    loss_sum = torch.zeros((), device=device)
+    for micro_step in range(gradient_accumulation_steps):
+        slot = ddp_rank * gradient_accumulation_steps + micro_step  # global micro-batch index
+        X, Y = get_batch('train', iter_num, slot)
+        if ddp:  # only sync gradients at the last micro step (the official way is the model.no_sync() context manager)
+            model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
+        seed_device(rng_seed('dropout', iter_num, slot))
+        with ctx:
+            _, loss = model(X, Y)
+        loss_sum += loss.detach()
+        scaler.scale(loss / gradient_accumulation_steps).backward()  # scale to account for gradient accumulation
+    if grad_clip != 0.0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)  # flush the gradients as soon as we can, no need for this memory anymore
+    return loss_sum / gradient_accumulation_steps
+
+
+def save(*names):
+    if not all(torch.isfinite(p).all() for p in raw_model.parameters()):
+        nonfinite("weights")  # never overwrite a good checkpoint with a broken model
+    if not write_files:
+        return iter_num
+    ckpt = dict(model=raw_model.state_dict(), model_args=raw_model.config.to_dict(), optimizer=optimizer.state_dict(),
+                scaler=scaler.state_dict(), iter_num=iter_num, best_val_loss=best_val_loss, config=config,
+                rng={'torch': torch.get_rng_state(), 'seed': seed}, data_state={'sampler': 'keyed', 'seed': seed, 'iter': iter_num},
+                param_counts=raw_model.param_counts(), tokenizer=tokenizer_meta, tokens_seen=tokens_seen,
+                flops_spent=flops_spent, elapsed=elapsed(), provenance=provenance, grown_at=grown_at)
+    for name in names:
+        save_checkpoint(ckpt, os.path.join(out_dir, name))
+    return iter_num
+
+
+def grow_model():
+    """Replace the model with a grown one (grow.py). The data stream and token/FLOP counts go on;
+    the optimizer is new and the lr schedule restarts from here."""
+    global raw_model, model, optimizer, provenance, grown_at, compile_pending
+    from grow import grow  # only runs that grow need grow.py
+    before = raw_model.param_counts()['unique'], raw_model.config.n_layer
+    source = dict(model={k: v.detach().to('cpu', copy=True) for k, v in raw_model.state_dict().items()},
+                  model_args=raw_model.config.to_dict(), tokenizer=tokenizer_meta, tokens_seen=tokens_seen,
+                  flops_spent=flops_spent, elapsed=elapsed(), iter_num=iter_num, config=config, provenance=provenance)
+    try:
+        grown = grow([source], grow_method, **grow_options)
+        raw_model = build_model(grown).to(device)
+        provenance, grown_at = grown.get('provenance'), iter_num
+        set_trainable(raw_model)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: growing at iter {iter_num}: {e}")
+    optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+    model, compile_pending = wrap(raw_model, compile), compile
+    after = raw_model.param_counts()['unique'], raw_model.config.n_layer
+    say(f"grew the model at iter {iter_num} ({grow_method}): {before[1]} -> {after[1]} blocks, {before[0]:,} -> {after[0]:,} params")
+    log(type='grow', iter=iter_num, tokens=tokens_seen, flops=flops_spent, method=grow_method, options=grow_options,
+        n_layer_before=before[1], n_layer_after=after[1], params_before=before[0], params_after=after[0])
+    return save('last.pt')
+
+
+stop_signal = 0
+
+
+def on_signal(signum, frame):
+    global stop_signal
+    stop_signal = signum
+    signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once (checkpoints are written atomically)
+    if master_process:
+        print(f"\n{signal.Signals(signum).name}: finishing this iteration, then saving {out_dir}/last.pt", file=sys.stderr)
+
+
+def nonfinite(what):
+    sys.exit(f"error: non-finite {what} at iter {iter_num}; stopped without saving "
+             f"(last good checkpoint: {f'{out_dir}/last.pt, iter {last_saved}' if last_saved >= 0 else 'none'}). "
+             "Try a lower learning_rate or dtype=float32")
+
+
+signal.signal(signal.SIGINT, on_signal)
+signal.signal(signal.SIGTERM, on_signal)
+t_start = time.time()
+
+
+def elapsed():  # seconds of training behind the current model, its sources' included
+    return elapsed_before + time.time() - t_start
+
+
+fpt = raw_model.flops_per_token()
+last_saved = resumed_at
+lr_start = grown_at or 0  # the lr schedule counts from the start, or from the growth step
+pbar = tqdm(total=max_iters, initial=iter_num, disable=None if master_process and progress else True, dynamic_ncols=True)
+t_log, tokens_log = time.time(), 0
+while True:
+    if grow_at_iter and grown_at is None and iter_num >= grow_at_iter:
+        last_saved = grow_model()
+        fpt, lr_start = raw_model.flops_per_token(), grown_at
+    lr = get_lr(iter_num - lr_start)
+    for param_group in optimizer.param_groups:
+        param_group['lr'] = lr
+
+    if (iter_num % eval_interval == 0 or iter_num == max_iters or eval_only) and iter_num != resumed_at:
+        losses = eager_fallback(estimate_loss)
+        if not all(map(math.isfinite, losses.values())):
+            nonfinite("eval loss")
+        say(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        log(type='eval', iter=iter_num, tokens=tokens_seen, flops=flops_spent, train_loss=losses['train'],
+            val_loss=losses['val'], lr=lr, elapsed=elapsed())
+        if iter_num > start_iter:
+            names = ['last.pt'] if always_save_checkpoint or iter_num == max_iters else []
+            if losses['val'] < best_val_loss:
+                best_val_loss = losses['val']
+                names.append('best.pt')
+            if names:
+                last_saved = save(*names)
+        t_log, tokens_log = time.time(), 0  # eval and saving are not training throughput
+    if eval_only or iter_num >= max_iters:
+        break
+    if ddp:  # every process must stop at the same iteration
+        flag = torch.tensor(stop_signal, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        stop_signal = int(flag)
+    if stop_signal:
+        if last_saved != iter_num:
+            last_saved = save('last.pt')
+        pbar.close()
+        say(f"stopped at iter {iter_num}; resume with --init_from=resume --out_dir={out_dir}")
+        if ddp:
+            dist.destroy_process_group()
+        sys.exit(128 + stop_signal)
+
+    # forward, backward, update
+    loss = eager_fallback(train_step)
+    compile_pending = False
+    tokens_seen += tokens_per_iter
+    flops_spent += tokens_per_iter * fpt
+    tokens_log += tokens_per_iter
+    pbar.update()
+    if iter_num % log_interval == 0:
+        if ddp:  # the logged loss is the mean over micro-steps and processes
+            dist.all_reduce(loss, op=dist.ReduceOp.AVG)
+        lossf = loss.item()  # a CPU-GPU sync point
+        if not math.isfinite(lossf):
+            nonfinite("training loss")
+        dt = time.time() - t_log
+        tok_per_sec = tokens_log / dt
+        mfu = raw_model.estimate_mfu(tokens_log / ddp_world_size, dt, peak_flops) if peak_flops else None
+        log(type='train', iter=iter_num, tokens=tokens_seen, flops=flops_spent, loss=lossf, lr=lr,
+            tok_per_sec=tok_per_sec, mfu=mfu, elapsed=elapsed())
+        if pbar.disable:
+            say(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {tok_per_sec:,.0f} tok/s" + (f", mfu {mfu * 100:.2f}%" if mfu else ""))
+        else:
+            pbar.set_postfix_str(f"loss {lossf:.4f}, lr {lr:.2e}, {tok_per_sec:,.0f} tok/s")
+        t_log, tokens_log = time.time(), 0
+    iter_num += 1
+
+pbar.close()
+if ddp:
+    dist.destroy_process_group()
