@@ -164,6 +164,29 @@ def test_stories260K(tf, shared, tmp_path):
     assert fam == 'llama' and diff <= TOL
 
 
+def test_stories260K_grown_with_dus_and_llama_pro_round_trip(tf, shared, tmp_path):
+    # grow.py on a real pretrained Llama: the llama_pro export runs exactly what the original's export
+    # runs in transformers; dus is not function-preserving, so its loss only has to be finite and worse
+    from grow import grow
+    from tokenizer import get_tokenizer
+    ckpt = import_model(f"llama2c:{shared / 'models/stories260K/stories260K.bin'}")
+    text = (shared / 'data/tinystories/valid.txt').read_text()[:4000]
+    x = torch.tensor([1] + get_tokenizer(ckpt['tokenizer']).encode(text))[:2 * 256].view(2, 256)
+    logits, losses = {}, {}
+    for name, method, opts in [('orig', None, {}), ('pro', 'llama_pro', {'every': 1}), ('dus', 'dus', {})]:
+        grown = grow([ckpt], method, **opts) if method else ckpt
+        fam, diff = roundtrip(tf, build(grown), tmp_path / name)
+        assert fam == 'llama' and diff <= TOL
+        hf = tf.AutoModelForCausalLM.from_pretrained(str(tmp_path / name)).eval()
+        with torch.no_grad():
+            out = hf(x, labels=x)
+        logits[name], losses[name] = out.logits, out.loss.item()
+    assert json.load(open(tmp_path / 'pro' / 'config.json'))['num_hidden_layers'] == 10
+    assert json.load(open(tmp_path / 'dus' / 'config.json'))['num_hidden_layers'] == 8
+    assert (logits['pro'] - logits['orig']).abs().max() <= 1e-5
+    assert losses['orig'] < losses['dus'] < 2 * losses['orig'], losses
+
+
 def write_hf(tf, d, name='gpt2'):
     hf_model(tf, name).save_pretrained(d)
     return json.loads((d / 'config.json').read_text())

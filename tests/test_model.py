@@ -125,6 +125,27 @@ def test_merge_equals_adapted_tied_model(family):
     assert (model(x)[0] - merged(x)[0]).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize('family', FAMILIES)
+def test_folded_and_activation_adapter_paths_agree(family):
+    # a trainable base folds LoRA/IA3 into its weights; a frozen one runs them on the activations
+    kw = dict(FAMILIES[family], layer_map=[0, 1, 1, 2, 3, 3], lora_rank=4, ia3=True)
+    kw['attn_window'] = [0, 5, 0, 5, 0, 5] if family == 'neo' else None
+    model = make(**kw)
+    randomize_adapters(model)
+    x = torch.randint(0, 61, (2, 24))
+    grads = []
+    for spec in ('all', 'adapters'):
+        model.set_trainable(spec)
+        model.zero_grad(set_to_none=True)
+        loss = model(x, x)[1]
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if n.startswith('adapters.')}))
+    (l_fold, g_fold), (l_act, g_act) = grads
+    assert abs(l_fold - l_act) <= 1e-5
+    for n, g in g_act.items():
+        assert torch.allclose(g_fold[n], g, rtol=1e-4, atol=1e-6), n
+
+
 def test_adapters_only_on_virtual_layers():
     model = make(layer_map=[0, 1, 1, 2, 3, 0], lora_rank=2, adapter_layers='virtual')
     adapted = sorted({int(n.split('.')[1]) for n, _ in model.named_parameters() if n.startswith('adapters.')})
