@@ -112,12 +112,18 @@ def test_untrained_adapters_are_exact_identity(family):
     assert torch.equal(base(x)[0], adapted(x)[0])
 
 
-@pytest.mark.parametrize('family', FAMILIES)
-def test_merge_equals_adapted_tied_model(family):
+def adapted_tied(family):
+    """A 6-logical-layer model on 4 blocks with trained-looking LoRA and IA3 on every logical layer."""
     kw = dict(FAMILIES[family], layer_map=[0, 1, 1, 2, 3, 3], lora_rank=4, ia3=True)
     kw['attn_window'] = [0, 5, 0, 5, 0, 5] if family == 'neo' else None
     model = make(**kw)
     randomize_adapters(model)
+    return model
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_merge_equals_adapted_tied_model(family):
+    model = adapted_tied(family)
     merged = model.merged().eval()
     assert merged.config.layer_map is None and merged.config.n_layer == 6
     assert not any(n.startswith('adapters.') for n, _ in merged.named_parameters())
@@ -128,10 +134,7 @@ def test_merge_equals_adapted_tied_model(family):
 @pytest.mark.parametrize('family', FAMILIES)
 def test_folded_and_activation_adapter_paths_agree(family):
     # a trainable base folds LoRA/IA3 into its weights; a frozen one runs them on the activations
-    kw = dict(FAMILIES[family], layer_map=[0, 1, 1, 2, 3, 3], lora_rank=4, ia3=True)
-    kw['attn_window'] = [0, 5, 0, 5, 0, 5] if family == 'neo' else None
-    model = make(**kw)
-    randomize_adapters(model)
+    model = adapted_tied(family)
     x = torch.randint(0, 61, (2, 24))
     grads = []
     for spec in ('all', 'adapters'):
