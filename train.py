@@ -209,9 +209,9 @@ except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
 tokenizer_meta = meta or (ckpt or {}).get('tokenizer')
 block_size = raw_model.config.block_size
-start_iter = resumed_at = iter_num
+start_iter = evaluated_at = iter_num  # evaluated_at: the iteration whose eval is already in the log
 if init_from != 'resume' or eval_only:
-    resumed_at = -1  # a resumed run was evaluated at this iteration just before it was saved
+    evaluated_at = -1  # (a resumed run was evaluated at this iteration just before it was saved)
 raw_model.to(device)
 
 
@@ -317,6 +317,16 @@ def estimate_loss():
     return out
 
 
+def evaluate(lr):
+    losses = eager_fallback(estimate_loss)
+    if not all(map(math.isfinite, losses.values())):
+        nonfinite("eval loss")
+    say(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+    log(type='eval', iter=iter_num, tokens=tokens_seen, flops=flops_spent, train_loss=losses['train'],
+        val_loss=losses['val'], lr=lr, elapsed=elapsed())
+    return losses
+
+
 def train_step():
     """One optimizer step over gradient_accumulation_steps micro-batches; the mean loss (tensor)."""
     loss_sum = torch.zeros((), device=device)
@@ -355,9 +365,9 @@ def save(*names):
 
 
 def grow_model():
-    """Replace the model with a grown one (grow.py). The data stream and token/FLOP counts go on;
-    the optimizer is new and the lr schedule restarts from here."""
-    global raw_model, model, optimizer, provenance, grown_at, compile_pending
+    """Replace the model with a grown one (grow.py), evaluate it and save last.pt and best.pt. The data
+    stream and token/FLOP counts go on; the optimizer is new and the lr schedule restarts from here."""
+    global raw_model, model, optimizer, provenance, grown_at, compile_pending, best_val_loss
     from grow import grow  # only runs that grow need grow.py
     before = raw_model.param_counts()['unique'], raw_model.config.n_layer
     source = dict(model={k: v.detach().to('cpu', copy=True) for k, v in raw_model.state_dict().items()},
@@ -376,7 +386,8 @@ def grow_model():
     say(f"grew the model at iter {iter_num} ({grow_method}): {before[1]} -> {after[1]} blocks, {before[0]:,} -> {after[0]:,} params")
     log(type='grow', iter=iter_num, tokens=tokens_seen, flops=flops_spent, method=grow_method, options=grow_options,
         n_layer_before=before[1], n_layer_after=after[1], params_before=before[0], params_after=after[0])
-    return save('last.pt')
+    best_val_loss = evaluate(get_lr(0))['val']  # best.pt tracks the grown model from here on
+    return save('last.pt', 'best.pt')
 
 
 stop_signal = 0
@@ -406,25 +417,22 @@ def elapsed():  # seconds of training behind the current model, its sources' inc
 
 
 fpt = raw_model.flops_per_token()
-last_saved = resumed_at
+last_saved = evaluated_at
 lr_start = grown_at or 0  # the lr schedule counts from the start, or from the growth step
 pbar = tqdm(total=max_iters, initial=iter_num, disable=None if master_process and progress else True, dynamic_ncols=True)
 t_log, tokens_log = time.time(), 0
 while True:
     if grow_at_iter and grown_at is None and iter_num >= grow_at_iter:
-        last_saved = grow_model()
+        if iter_num != evaluated_at:  # the small model's last loss: the log shows the jump growth makes
+            evaluate(get_lr(iter_num - lr_start))
+        last_saved = evaluated_at = grow_model()
         fpt, lr_start = raw_model.flops_per_token(), grown_at
     lr = get_lr(iter_num - lr_start)
     for param_group in optimizer.param_groups:
         param_group['lr'] = lr
 
-    if (iter_num % eval_interval == 0 or iter_num == max_iters or eval_only) and iter_num != resumed_at:
-        losses = eager_fallback(estimate_loss)
-        if not all(map(math.isfinite, losses.values())):
-            nonfinite("eval loss")
-        say(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        log(type='eval', iter=iter_num, tokens=tokens_seen, flops=flops_spent, train_loss=losses['train'],
-            val_loss=losses['val'], lr=lr, elapsed=elapsed())
+    if (iter_num % eval_interval == 0 or iter_num == max_iters or eval_only) and iter_num != evaluated_at:
+        losses = evaluate(lr)
         if iter_num > start_iter:
             names = ['last.pt'] if always_save_checkpoint or iter_num == max_iters else []
             if losses['val'] < best_val_loss:

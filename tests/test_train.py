@@ -257,6 +257,10 @@ def test_grow_in_run_and_resume_across_growth(repo, data, tmp_path):
     assert g[0]['params_after'] > g[0]['params_before']
     assert records(tmp_path / 'a', 'train')[4]['lr'] == records(tmp_path / 'a', 'train')[0]['lr']  # warmup restarted
     assert load_checkpoint(tmp_path / 'a' / 'last.pt')['model_args']['n_layer'] == 4
+    # the growth step logs the small model's loss, then the grown model's; best.pt follows the grown model
+    at_growth = [r for r in records(tmp_path / 'a', 'eval') if r['iter'] == 4]
+    assert len(at_growth) == 2 and at_growth[0]['flops'] == at_growth[1]['flops']
+    assert load_checkpoint(tmp_path / 'a' / 'best.pt')['model_args']['n_layer'] == 4
     train(repo, data, tmp_path / 'b', *grow, '--max_iters=6')
     train(repo, data, tmp_path / 'b', '--init_from=resume', '--max_iters=8')
     assert records(tmp_path / 'b', 'grow') == g  # grown once, not again on resume
