@@ -254,7 +254,7 @@ class Adapter(nn.Module):
         """module(x) with this logical layer's LoRA update and IA3 scales applied. When the base
         weight trains, its gradient costs a full matmul anyway, so the adapters are folded into the
         weight, W' = (W + s B A) * rows * cols: one matmul instead of three plus two elementwise
-        scalings (bench.py adapters: LoRA overhead +39% -> +7%). Otherwise (frozen base, inference,
+        scalings (bench.py adapters: LoRA overhead +39% -> +8%). Otherwise (frozen base, inference,
         LoRA dropout, low-rank factors) they run on the activations, which is cheaper there."""
         lora = self.lora[target] if target in self.lora else None
         rows, cols = self.scales(target)

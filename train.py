@@ -318,6 +318,7 @@ def estimate_loss():
 
 
 def evaluate(lr):
+    """estimate_loss, printed and logged as an eval record."""
     losses = eager_fallback(estimate_loss)
     if not all(map(math.isfinite, losses.values())):
         nonfinite("eval loss")
@@ -427,6 +428,7 @@ while True:
             evaluate(get_lr(iter_num - lr_start))
         last_saved = evaluated_at = grow_model()
         fpt, lr_start = raw_model.flops_per_token(), grown_at
+        t_log, tokens_log = time.time(), 0  # growing is not training throughput
     lr = get_lr(iter_num - lr_start)
     for param_group in optimizer.param_groups:
         param_group['lr'] = lr
