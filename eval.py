@@ -20,7 +20,6 @@ import math
 import os
 import random
 import sys
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -32,33 +31,23 @@ from tqdm import tqdm
 
 def load_model(spec, device):
     """-> (model in eval mode on device, tokenizer meta dict or None)."""
-    if spec.startswith(('hf:', 'llama2c:')):
-        from convert import import_model  # lazy: pulls in transformers only when asked
-        ckpt = import_model(spec)
-    else:
-        from checkpoint import load_checkpoint
-        path = spec
-        if os.path.isdir(spec):  # an out_dir: its best checkpoint, else its last
-            best = os.path.join(spec, 'best.pt')
-            path = best if os.path.exists(best) else os.path.join(spec, 'last.pt')
-        ckpt = load_checkpoint(path)
-    from checkpoint import build_model
+    from checkpoint import build_model, load_any
+    ckpt = load_any(spec)
     return build_model(ckpt).to(device).eval(), ckpt.get('tokenizer')
 
 
 def load_tokens(data, split, meta):
     """Token ids of `data` -> (ids, tokenizer meta): a prepared dir's {split}.bin with its meta.json, or a raw text
     file encoded with `meta`'s tokenizer."""
-    from tokenizer import get_tokenizer, load_meta
+    from tokenizer import get_tokenizer
+    from tokens import TokenData
     if os.path.isdir(data):
-        data_meta = load_meta(data)
-        path = os.path.join(data, f'{split}.bin')
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} not found (prepare the data first: data/<name>/prepare.py)")
+        tokens = TokenData(data)
+        data_meta = tokens.meta or {}
         if meta and any(meta.get(k) != data_meta.get(k) for k in ('tokenizer', 'vocab_size', 'chars')):
             raise ValueError(f"{data} uses the {data_meta.get('tokenizer')} tokenizer (vocab {data_meta.get('vocab_size')}) "
                              f"but the checkpoint was trained with {meta.get('tokenizer')} (vocab {meta.get('vocab_size')})")
-        return np.memmap(path, dtype=np.dtype(data_meta['dtype']), mode='r'), data_meta
+        return tokens.tokens(split), data_meta or None
     if not os.path.isfile(data):
         raise FileNotFoundError(f"--data {data}: no such file or directory")
     if meta is None:
@@ -98,18 +87,19 @@ def utf8_bytes(meta, Y):
 # evaluation, on one process or all ranks of a torchrun
 
 def setup(args):
-    """Pick the device; join the process group under torchrun. -> (device, autocast context)."""
-    device = args.device
+    """Pick the device and dtype (device.py's policy); join the process group under torchrun.
+    -> (device, autocast context)."""
+    from device import choose
+    policy = choose(args.device, args.dtype)
+    device = policy.device
     if int(os.environ.get('WORLD_SIZE', 1)) > 1:
         import torch.distributed as dist
-        cuda = device.startswith('cuda')
+        cuda = policy.device_type == 'cuda'
         dist.init_process_group('nccl' if cuda else 'gloo')
         if cuda:
             device = f"cuda:{os.environ['LOCAL_RANK']}"
             torch.cuda.set_device(device)
-    dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[args.dtype]
-    ctx = nullcontext() if dtype == torch.float32 else torch.autocast(device.split(':')[0], dtype=dtype)
-    return device, ctx
+    return device, policy.autocast()
 
 
 def rank_world():
@@ -201,7 +191,7 @@ def method_maps(n, T):
 
 
 def keep_end_maps(n, T, max_maps, seed, monotone):
-    """Maps that keep the first and last layer in place (the blog found the others worse); the T-2 middle entries
+    """Maps that keep the first and last layer in place (the embedding-facing and head-facing layers); the T-2 middle entries
     are any layers (n**(T-2) maps) or, with monotone, a non-decreasing sequence. More than max_maps: a seeded
     uniform random sample of max_maps of them."""
     k = T - 2
@@ -582,8 +572,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='cmd', required=True)
     run = argparse.ArgumentParser(add_help=False)  # options of the commands that run a model
-    run.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    run.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'], help="autocast (GPU)")
+    run.add_argument('--device', default='auto', help="auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps")
+    run.add_argument('--dtype', default='auto', choices=['auto', 'float32', 'bfloat16', 'float16'], help="autocast dtype")
     run.add_argument('--batch_size', type=int, default=8)
     run.add_argument('--json', action='store_true', help="print JSON instead of the table")
     data = argparse.ArgumentParser(add_help=False)

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from checkpoint import load_checkpoint, save_checkpoint, strip_prefixes
+from checkpoint import load_any, make_checkpoint, save_checkpoint, strip_prefixes
 from model import GPT, GPTConfig, Adapter, LORA_TARGETS
 
 LETTERS = 'abcdefghijklmnopqrstuvwxyz'
@@ -589,24 +589,36 @@ METHODS = {
 }
 
 
-def param_counts(sd, cfg):
-    """GPT.param_counts() read off the state dict (building the model would cost a full init)."""
-    numel = lambda prefix: sum(v.numel() for k, v in sd.items() if k.startswith(prefix))
-    unique = numel('') - (sd['lm_head.weight'].numel() if cfg.tie_embeddings else 0)
-    blocks = [numel(f'transformer.h.{p}.') for p in range(cfg.n_layer)]
-    logical = unique - sum(blocks) + sum(blocks[p] for p in cfg.physical_map())
-    emb = numel('transformer.wpe.') + (0 if cfg.tie_embeddings else numel('transformer.wte.'))
-    return dict(unique=unique, logical=logical, trainable=unique,
-                unique_non_embedding=unique - emb, logical_non_embedding=logical - emb)
-
-
 def method_options(fn):
     ps = inspect.signature(fn).parameters
     names = [n for n, p in ps.items() if n != 'src' and p.kind == p.POSITIONAL_OR_KEYWORD]
     return names + (list(TIED_OPTIONS) + ['noise'] if any(p.kind == p.VAR_KEYWORD for p in ps.values()) else [])
 
 
-def grow(sources, method, names=None, head_from=None, seed=0, **options):
+def check_growth_schedule(steps):
+    """train.py's growth steps ([{'iter', 'method', 'options'}], iterations increasing) checked before
+    the run starts, so a typo fails at once rather than at the growth step."""
+    out, last = [], 0
+    for n, step in enumerate(steps):
+        if not isinstance(step, dict) or set(step) - {'iter', 'method', 'options'} or not {'iter', 'method'} <= set(step):
+            raise ValueError(f"grow_steps[{n}] must be a dict with 'iter', 'method' and optionally 'options', got {step!r}")
+        step = {'options': {}, **step}
+        if not isinstance(step['iter'], int) or step['iter'] <= last:
+            raise ValueError(f"grow_steps[{n}]: iter must be an integer > {last} (steps in increasing order), got {step['iter']!r}")
+        if step['method'] not in METHODS:
+            raise ValueError(f"unknown growth method {step['method']!r}; choose from {', '.join(METHODS)}")
+        if not isinstance(step['options'], dict):
+            raise ValueError(f"grow_steps[{n}]: options must be a dict, got {step['options']!r}")
+        bad = sorted(set(step['options']) - set(method_options(METHODS[step['method']])))
+        if bad:
+            raise ValueError(f"option {', '.join(bad)} does not apply to method {step['method']} "
+                             f"(it takes: {', '.join(method_options(METHODS[step['method']]))})")
+        out.append(step)
+        last = step['iter']
+    return out
+
+
+def grow(sources, method, names=None, head_from=None, seed=0, batches=None, **options):
     """sources: loaded checkpoint dicts; names: optional names for them (map/yaml/head_from also take
     letters a, b, ...); head_from: the source of embeddings, final norm, head and tokenizer (default the
     first). Returns a new checkpoint dict; randomness (noise, new inits, LESA) is seeded by `seed` and
@@ -648,11 +660,10 @@ def grow(sources, method, names=None, head_from=None, seed=0, **options):
     provenance = dict(sources=[s['info'] for s in src], method=method,
                       options=dict(options, seed=seed, head_from=head['letter']),
                       layers=out['layers'], new_blocks=out['new_blocks'], **out.get('info', {}))
-    return dict(model=sd, model_args=cfg.to_dict(), tokenizer=sources[src.index(head)].get('tokenizer'),
-                provenance=provenance, param_counts=param_counts(sd, cfg), iter_num=0,
-                tokens_seen=sum(ck.get('tokens_seen') or 0 for ck in sources),
-                flops_spent=sum(ck.get('flops_spent') or 0.0 for ck in sources),
-                elapsed=sum(ck.get('elapsed') or 0.0 for ck in sources))
+    return make_checkpoint(sd, cfg.to_dict(), tokenizer=sources[src.index(head)].get('tokenizer'), provenance=provenance,
+                           tokens_seen=sum(ck.get('tokens_seen') or 0 for ck in sources),
+                           flops_spent=sum(ck.get('flops_spent') or 0.0 for ck in sources),
+                           elapsed=sum(ck.get('elapsed') or 0.0 for ck in sources))
 
 # -----------------------------------------------------------------------------
 # command line
@@ -724,7 +735,7 @@ def main(argv=None):
         names = [n if n is not None else pth for n, pth in zip(names, paths)]
         sources = []
         for pth in paths:
-            ck = load_checkpoint(pth)
+            ck = load_any(pth)
             ck.pop('optimizer', None)  # not needed; frees memory early
             sources.append(ck)
         grown = grow(sources, a.method, names=names, head_from=a.head_from, seed=a.seed, **options)
