@@ -175,7 +175,7 @@ def summarize(runs, scratch_arm, fractions, losses):
         row = {'arm': run['arm'], 'seed': run['seed'], 'scratch_arm': scratch_arm, 'final_flops': last['flops'],
                'final_val_loss': last['val_loss'], 'tokens': last['tokens'], 'elapsed': last['elapsed'],
                'growth_iters': ' '.join(str(g['iter']) for g in run['grows']),
-               'operator_flops': sum(g['operator_flops'] for g in run['grows'])}
+               'operator_flops': sum((g['operator_flops'] for g in run['grows']), 0.0)}
         for k in keys:
             L = targets[k]
             row[f'loss@{k}'] = L
@@ -230,11 +230,8 @@ def table(rows, keys):
     return out, final
 
 
-TARGET_NAMES = {'final': 'final L*'}
-
-
 def target_name(k):
-    return TARGET_NAMES.get(k, f"scratch at {k}" if k.endswith('C') else k)
+    return 'final L*' if k == 'final' else f"scratch at {k}" if k.endswith('C') else k
 
 
 FORMATS = {'sp': (lambda v: f"{v:+.1%}", lambda v: f"{v:.1%}"), 'flops': (lambda v: f"{v:.3e}", lambda v: f"{v:.1e}"),
@@ -253,7 +250,7 @@ def notes_of(st):
     return [f"{st[k]} " + w.format('es' if st[k] == 1 else '') for k, w in words.items() if st.get(k)]
 
 
-def print_table(rows, keys, lines, final):
+def print_table(rows, lines, final):
     scratch_arm = rows[0]['scratch_arm']
     arms = arm_order(rows, scratch_arm)
     seeds = sorted({r['seed'] for r in rows}, key=lambda s: (s is None, s))
@@ -409,7 +406,7 @@ def cmd_compare(args):
         print(json.dumps({'scratch': rows[0]['scratch_arm'], 'targets': keys, 'table': lines, 'final_val_loss': final,
                           'runs': rows}, indent=2))
     else:
-        print_table(rows, keys, lines, final)
+        print_table(rows, lines, final)
         if args.csv:
             print(f"\nwrote {args.csv}")
     plt = pyplot() if runs else None

@@ -176,8 +176,8 @@ def interrupted(signum, frame):
 
 
 def run_all(todo, study, train, jobs):
-    """Run the runs `jobs` at a time; -> names of the failed runs. Ctrl-C/SIGTERM: stop the running ones (they save
-    last.pt) and exit 130."""
+    """Run the runs `jobs` at a time; -> names of the failed runs, in the study's order. Ctrl-C/SIGTERM: stop the
+    running ones (they save last.pt) and exit 130."""
     pending, running, failed = list(todo), [], []
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
@@ -202,6 +202,7 @@ def run_all(todo, study, train, jobs):
         except KeyboardInterrupt:
             for job in running:
                 job['proc'].kill()
+                job['proc'].wait()
         running = [j for j in running if not (j['proc'].returncode == 0 and finish(j, study))]  # done meanwhile
         saved = [j['name'] for j in running if os.path.isfile(os.path.join(j['out_dir'], 'last.pt'))]
         lost = [j['name'] for j in running if j['name'] not in saved]
@@ -210,7 +211,7 @@ def run_all(todo, study, train, jobs):
         sys.exit(130)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return failed
+    return [r['name'] for r in todo if r['name'] in failed]
 
 
 def make_table(study):
