@@ -125,7 +125,8 @@ def test_ctrl_c_stops_the_runs_resumably(tmp_path, monkeypatch, capsys):
     write_study(tmp_path)
     env = {**os.environ, 'FAKE_TRAIN_SLEEP': '120'}
     p = subprocess.Popen([sys.executable, os.path.join(REPO, 'study.py'), 'demo.py', '--jobs', '2', '--train', FAKE],
-                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even if pytest runs in `... &`
     deadline = time.time() + 60
     while time.time() < deadline and not all(
             (tmp_path / 'runs' / 'demo' / 'scratch' / f's{s}' / 'last.pt').exists() for s in (1, 2)):
