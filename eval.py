@@ -1,9 +1,10 @@
 """
-Evaluate checkpoints: perplexity, layer-map sweeps, growth-versus-scratch speedup, multiple choice.
+Evaluate checkpoints: perplexity, layer-map sweeps, multiple choice; `compare` (growth-versus-scratch speedup from
+logs) is compare.py's, kept here as a subcommand.
 
   python eval.py ppl out/scratch out/grown/best.pt llama2c:../shared/models/stories260K/stories260K.bin --data data/tinystories
   python eval.py sweep out/ts4 --data data/tinystories --generate monotone,methods --length 8 --out sweep.csv
-  python eval.py compare scratch=out/scratch grown=out/grown --out compare.png
+  python eval.py compare scratch=out/scratch grown=out/grown --out compare.png   (= python compare.py ...)
   python eval.py mc out/ts4 --file choices.jsonl
 
 A checkpoint is a .pt file, an out_dir (its best.pt, else last.pt), or an import spec (hf:NAME, llama2c:PATH)
@@ -25,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+
+from compare import add_arguments as add_compare_arguments, atomic_write, cmd_compare, pyplot, save_fig
 
 # -----------------------------------------------------------------------------
 # loading models and tokens
@@ -322,137 +325,6 @@ def cmd_sweep(args):
             print(f"wrote {png}")
 
 # -----------------------------------------------------------------------------
-# compare: val loss against compute for several runs, and the Stacking paper's speedup
-
-def read_log(arg):
-    """'label=path' or 'path' (a log.jsonl or the out_dir holding it) -> run dict with its eval and grow records."""
-    label, path = arg.split('=', 1) if '=' in arg and '/' not in arg.split('=', 1)[0] else (None, arg)
-    if os.path.isdir(path):
-        path = os.path.join(path, 'log.jsonl')
-    if label is None:  # out_dir/log.jsonl -> out_dir's name; other.jsonl -> other
-        name = os.path.basename(path)
-        label = os.path.basename(os.path.dirname(os.path.abspath(path))) if name == 'log.jsonl' else os.path.splitext(name)[0]
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such log")
-    evals, grows = [], []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                kind = rec['type']
-                if kind == 'eval':
-                    evals.append({k: float(rec[k]) for k in ('flops', 'tokens', 'elapsed', 'val_loss')})
-                elif kind == 'grow':
-                    grows.append({k: float(rec[k]) for k in ('flops', 'tokens')} | {'elapsed': float(rec.get('elapsed', 'nan'))})
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{lineno}: malformed log record ({type(e).__name__}: {e})") from None
-    if not evals:
-        raise ValueError(f"{path}: no eval records (type 'eval' with val_loss)")
-    evals.sort(key=lambda r: r['flops'])  # a resumed run may append out of order
-    return {'label': label, 'path': path, 'evals': evals, 'grows': grows}
-
-
-def first_crossing(xs, losses, target):
-    """Compute at which a curve first gets to loss <= target, linearly interpolated between the two eval points that
-    bracket the crossing; None if it never does (no extrapolation). A curve already below at its first point: that point."""
-    for i, (x, loss) in enumerate(zip(xs, losses)):
-        if loss <= target:
-            if i == 0:
-                return x
-            x0, l0 = xs[i - 1], losses[i - 1]
-            return x0 + (l0 - target) / (l0 - loss) * (x - x0)
-    return None
-
-
-def speedups(runs, scratch, fractions, losses):
-    """Targets: the scratch curve's loss at each fraction of its final FLOPs (1 = its final val loss L*) and any
-    given losses. For each: C(L) of every run and sp = C_scratch(L) / C_run(L) - 1 (Stacking, App. B.2)."""
-    xs, ls = [e['flops'] for e in scratch['evals']], [e['val_loss'] for e in scratch['evals']]
-    targets = [("given", L) for L in losses]
-    for q in fractions:
-        if q == 1:
-            targets.append(("final L*", ls[-1]))
-        elif xs[0] <= q * xs[-1]:  # only inside the curve
-            targets.append((f"scratch at {q:g}C", float(np.interp(q * xs[-1], xs, ls))))
-    out = []
-    for name, L in targets:
-        c_scratch = first_crossing(xs, ls, L)
-        row = {'target': name, 'loss': L, 'flops': {}, 'speedup': {}}
-        for run in runs:
-            c = first_crossing([e['flops'] for e in run['evals']], [e['val_loss'] for e in run['evals']], L)
-            row['flops'][run['label']] = c
-            row['speedup'][run['label']] = c_scratch / c - 1 if c and c_scratch is not None else None
-        out.append(row)
-    return out
-
-
-def plot_compare(runs, scratch, table, path, plt):
-    axes_spec = [('flops', 'FLOPs (incl. the small model for grown runs)'), ('tokens', 'tokens'), ('elapsed', 'wall time (s)')]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), sharey=True)
-    final = next(r for r in table if r['target'] == 'final L*')
-    for ax, (key, xlabel) in zip(axes, axes_spec):
-        for i, run in enumerate(runs):
-            color = f"C{i}"
-            ax.plot([e[key] for e in run['evals']], [e['val_loss'] for e in run['evals']], '.-', color=color, label=run['label'])
-            for g in run['grows']:
-                if not math.isnan(g[key]):
-                    ax.axvline(g[key], color=color, ls=':', lw=1)
-        ax.axhline(final['loss'], color='gray', ls='--', lw=0.8)
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel('val loss')
-    axes[0].legend(fontsize=8, title=f"scratch: {scratch['label']}; dotted: growth; dashed: final L*", title_fontsize=7)
-    sp = [f"{lab}: {'never reaches' if v is None else f'{v:+.1%}'}" for lab, v in final['speedup'].items()
-          if lab != scratch['label']]
-    fig.suptitle(f"speedup at scratch's final val loss {final['loss']:.4f} (sp = C_scratch/C_run - 1): " + ", ".join(sp), fontsize=10)
-    fig.tight_layout()
-    save_fig(fig, path, plt)
-
-
-def cmd_compare(args):
-    runs = [read_log(a) for a in args.logs]
-    labels = [r['label'] for r in runs]
-    if len(set(labels)) < len(labels):
-        raise ValueError(f"two runs share a label ({labels}); name them label=path")
-    if args.scratch.isdigit():
-        if int(args.scratch) >= len(runs):
-            raise ValueError(f"--scratch {args.scratch}: only {len(runs)} runs")
-        scratch = runs[int(args.scratch)]
-    elif args.scratch in labels:
-        scratch = runs[labels.index(args.scratch)]
-    else:
-        raise ValueError(f"--scratch {args.scratch!r} is neither a run index nor one of {labels}")
-    try:
-        fractions = [float(q) for q in args.at.split(',') if q.strip()]
-        losses = [float(x) for x in args.losses.split(',') if x.strip()] if args.losses else []
-    except ValueError:
-        raise ValueError("--at and --losses take comma-separated numbers") from None
-    if any(not 0 < q <= 1 for q in fractions):
-        raise ValueError("--at takes fractions in (0, 1]")
-    fractions = sorted(set(fractions) | {1.0})  # the final L* is always reported
-    table = speedups(runs, scratch, fractions, losses)
-    if args.json:
-        print(json.dumps({'scratch': scratch['label'], 'table': table, 'runs': [
-            {'label': r['label'], 'path': r['path'], 'final_val_loss': r['evals'][-1]['val_loss'],
-             **{k: r['evals'][-1][k] for k in ('flops', 'tokens', 'elapsed')}, 'grows': r['grows']} for r in runs]}, indent=2))
-    else:
-        others = [r['label'] for r in runs if r is not scratch]
-        print(f"FLOPs to first reach each val loss (C, interpolated between evals); speedup sp = C_scratch / C_run - 1; scratch = {scratch['label']}\n")
-        print(f"| target | val loss | {scratch['label']} C | " + " | ".join(f"{o} C | {o} speedup" for o in others) + " |")
-        print("|---|---:|---:|" + "---:|---:|" * len(others))
-        fmt = lambda c: 'never reaches' if c is None else f"{c:.3e}"
-        for row in table:
-            cells = [f"{fmt(row['flops'][o])} | " + ('-' if row['speedup'][o] is None else f"{row['speedup'][o]:+.1%}") for o in others]
-            print(f"| {row['target']} | {row['loss']:.4f} | {fmt(row['flops'][scratch['label']])} | " + " | ".join(cells) + " |")
-    plt = pyplot()
-    if plt:
-        plot_compare(runs, scratch, table, args.out, plt)
-        if not args.json:
-            print(f"\nwrote {args.out}")
-
-# -----------------------------------------------------------------------------
 # mc: multiple choice by log-likelihood, lm-eval style
 
 def encode_pair(tok, context, choice):
@@ -540,33 +412,6 @@ def cmd_mc(args):
         print(f"{args.checkpoint} on {args.file}: n={n}  acc {res['acc']:.4f} (±{res['acc_stderr']:.4f})  acc_norm {res['acc_norm']:.4f}")
 
 # -----------------------------------------------------------------------------
-# output helpers
-
-def atomic_write(path, write):
-    """write(tmp_path) then rename: never a half-written output file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def pyplot():
-    """matplotlib is optional: without it the CSV/JSON/table still come out."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-        return plt
-    except ImportError:
-        print("no plot: matplotlib is not installed (pip install matplotlib for plots)", file=sys.stderr)
-        return None
-
-
-def save_fig(fig, path, plt):
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=110))
-    plt.close(fig)
-
-# -----------------------------------------------------------------------------
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -598,13 +443,9 @@ def main(argv=None):
     s.add_argument('--out', default='sweep.csv', help="CSV path; the heatmap goes beside it as .png")
     s.add_argument('--plot_rows', type=int, default=120, help="heatmap shows the best this many maps")
 
-    s = sub.add_parser('compare', help="val loss vs FLOPs/tokens/time of several runs; speedup of grown over scratch")
-    s.add_argument('logs', nargs='+', help="[label=]out_dir or [label=]log.jsonl; the first is scratch unless --scratch")
-    s.add_argument('--scratch', default='0', help="label or index of the scratch run")
-    s.add_argument('--at', default='0.25,0.5,0.75,1', help="targets: scratch's loss at these fractions of its final FLOPs")
-    s.add_argument('--losses', help="extra target val losses, comma-separated")
-    s.add_argument('--out', default='compare.png')
-    s.add_argument('--json', action='store_true')
+    s = sub.add_parser('compare', help="val loss vs FLOPs/tokens/time of runs over seeds; speedup of grown over scratch "
+                                       "(compare.py; reads logs only)")
+    add_compare_arguments(s)
 
     s = sub.add_parser('mc', parents=[run], help="multiple-choice accuracy from a JSONL of {context, choices, label}")
     s.add_argument('checkpoint')
