@@ -16,6 +16,7 @@ reshards on load) and consolidates into the single-file checkpoint the other scr
 """
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -111,7 +112,9 @@ def load_sharded(path, model, optimizer):
     path = _check(path)
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {'model': model_sd, 'optimizer': optim_sd}
-    dcp.load(state, checkpoint_id=path)
+    with warnings.catch_warnings():  # one process reading every shard is intended here
+        warnings.filterwarnings('ignore', message='torch.distributed is disabled')
+        dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
     set_state_dict(model, optimizer, model_state_dict=state['model'], optim_state_dict=state['optimizer'])
     return torch.load(path / EXTRA, weights_only=True)
 
@@ -120,7 +123,7 @@ def consolidate(path):
     """The whole checkpoint in one process: {'model': full state dict, 'optimizer': full optimizer
     state keyed by parameter name, **extra}. Holds every tensor in memory; run it on one process."""
     path = _check(path)
-    state = {}
+    state = {}  # the planner fills it with whatever the checkpoint holds (as dcp_to_torch_save does)
     _load_state_dict(state, storage_reader=dcp.FileSystemReader(path), planner=_EmptyStateDictLoadPlanner(), no_dist=True)
     return {**torch.load(path / EXTRA, weights_only=True), **state}
 
