@@ -11,8 +11,12 @@ reshards on load) and consolidates into the single-file checkpoint the other scr
     shard(model)                                    in place, before building the optimizer
     save_sharded(path, model, optimizer, extra)     collective; extra = the checkpoint's other keys
     extra = load_sharded(path, model, optimizer)    collective; any world size
+    read_extra(path)                                the other keys alone (a run's config before resuming)
     full_state_dict(model) / load_full_state_dict(model, sd)   rank 0 <-> sharded model (growth)
     consolidate(path) -> {'model', 'optimizer', **extra}       one process, no torch.distributed
+
+One checkpoint file for sample.py / eval.py / grow.py (weights and the other keys, no optimizer):
+$ python parallel.py out/last.dcp out/last.pt
 """
 import os
 import shutil
@@ -73,18 +77,19 @@ def save_sharded(path, model, optimizer, extra):
     previous checkpoint whole. Collective: every process calls it."""
     path = Path(path)
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    rank = _rank()
-    n = 0
-    if rank == 0:
+    rank, n, error = _rank(), 0, None
+    if rank == 0:  # decides the directory name (and any error) for every process
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and not path.is_symlink():
-            raise ValueError(f"{path} exists and is not a sharded checkpoint link; move it away")
+            error = f"{path} exists and is not a sharded checkpoint link; move it away"
         while path.with_name(f'{path.name}.{n}').exists():
             n += 1
     if dist.is_initialized():
-        box = [n]
+        box = [n, error]
         dist.broadcast_object_list(box, src=0)
-        n = box[0]
+        n, error = box
+    if error:
+        raise ValueError(error)
     target = path.with_name(f'{path.name}.{n}')
     dcp.save({'model': model_sd, 'optimizer': optim_sd}, checkpoint_id=target)
     if rank == 0:
@@ -116,7 +121,12 @@ def load_sharded(path, model, optimizer):
         warnings.filterwarnings('ignore', message='torch.distributed is disabled')
         dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
     set_state_dict(model, optimizer, model_state_dict=state['model'], optim_state_dict=state['optimizer'])
-    return torch.load(path / EXTRA, weights_only=True)
+    return read_extra(path)
+
+
+def read_extra(path):
+    """The checkpoint's keys other than model and optimizer."""
+    return torch.load(_check(path) / EXTRA, weights_only=True)
 
 
 def consolidate(path):
@@ -125,7 +135,7 @@ def consolidate(path):
     path = _check(path)
     state = {}  # the planner fills it with whatever the checkpoint holds (as dcp_to_torch_save does)
     _load_state_dict(state, storage_reader=dcp.FileSystemReader(path), planner=_EmptyStateDictLoadPlanner(), no_dist=True)
-    return {**torch.load(path / EXTRA, weights_only=True), **state}
+    return {**read_extra(path), **state}
 
 
 def full_state_dict(model):
@@ -136,3 +146,17 @@ def full_state_dict(model):
 def load_full_state_dict(model, state_dict):
     """Load rank 0's full state dict into a sharded model (the other ranks pass {}). Collective."""
     set_model_state_dict(model, state_dict, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+
+
+if __name__ == '__main__':
+    import sys
+    from checkpoint import save_checkpoint
+    if len(sys.argv) != 3:
+        sys.exit("usage: python parallel.py SHARDED_CHECKPOINT_DIR OUT.pt")
+    try:
+        ckpt = consolidate(sys.argv[1])
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    ckpt.pop('optimizer')  # keyed by parameter name; resuming reads the sharded directory
+    save_checkpoint(ckpt, sys.argv[2])
+    print(f"wrote {sys.argv[2]}")

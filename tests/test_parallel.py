@@ -18,10 +18,11 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, when torchrun runs this file
 import parallel
-from checkpoint import build_model, load_checkpoint, save_checkpoint
+from checkpoint import build_model, load_checkpoint
 from model import GPT, GPTConfig
 
 VOCAB = 64
+TOKENIZER = {'tokenizer': 'char', 'vocab_size': VOCAB, 'chars': [chr(ord('0') + i) for i in range(VOCAB)]}
 BASE = dict(block_size=16, vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=32)
 CASES = {'plain': {}, 'tied_lora': dict(layer_map=[0, 1, 1, 0], lora_rank=2, dropout=0.1)}
 MICRO = 4  # global micro-batches per step (2 per process on 2 processes), each of 2 sequences
@@ -88,8 +89,9 @@ def worker(out):
             res[name].update(single=train(ref, ref_opt, STEPS), single_bytes=parallel.local_bytes(ref, ref_opt))
 
     # checkpoint the tied+LoRA model; its next losses, and those of a fresh model loading the checkpoint
-    parallel.save_sharded(out / 'ckpt', model, opt, {'iter_num': STEPS, 'model_args': model.config.to_dict()})
-    parallel.save_sharded(out / 'ckpt', model, opt, {'iter_num': STEPS, 'model_args': model.config.to_dict()})  # replaces it
+    extra = {'iter_num': STEPS, 'model_args': model.config.to_dict(), 'tokenizer': TOKENIZER}
+    parallel.save_sharded(out / 'ckpt', model, opt, extra)
+    parallel.save_sharded(out / 'ckpt', model, opt, extra)  # replaces it
     full = parallel.full_state_dict(model)
     if rank == 0:
         torch.save(full, out / 'full.pt')
@@ -157,24 +159,29 @@ def test_consolidated_checkpoint_is_read_by_the_other_scripts(launched, repo, tm
     full = torch.load(out / 'full.pt', weights_only=True)
     assert ckpt['model'].keys() == full.keys() and all(torch.equal(ckpt['model'][k], full[k]) for k in full)
     assert ckpt['iter_num'] == STEPS and set(ckpt['optimizer']['state']) <= set(full)  # optimizer keyed by name
-    chars = [chr(ord('0') + i) for i in range(VOCAB)]
-    ckpt['tokenizer'] = {'tokenizer': 'char', 'vocab_size': VOCAB, 'chars': chars}
-    save_checkpoint({k: v for k, v in ckpt.items() if k != 'optimizer'}, tmp_path / 'c.pt')
-    assert build_model(load_checkpoint(tmp_path / 'c.pt')).config.layer_map == [0, 1, 1, 0]
     (tmp_path / 'data').mkdir()
     (np.arange(200) % VOCAB).astype(np.uint16).tofile(tmp_path / 'data' / 'val.bin')
-    (tmp_path / 'data' / 'meta.json').write_text(json.dumps({'tokenizer': 'char', 'vocab_size': VOCAB, 'dtype': 'uint16', 'chars': chars}))
-    for cmd in (['sample.py', f'--init_from={tmp_path / "c.pt"}', '--num_samples=1', '--max_new_tokens=5', '--start=0', '--device=cpu'],
+    (tmp_path / 'data' / 'meta.json').write_text(json.dumps({**TOKENIZER, 'dtype': 'uint16'}))
+    for cmd in (['parallel.py', str(out / 'ckpt'), str(tmp_path / 'c.pt')],
+                ['sample.py', f'--init_from={tmp_path / "c.pt"}', '--num_samples=1', '--max_new_tokens=5', '--start=0', '--device=cpu'],
                 ['eval.py', 'ppl', str(tmp_path / 'c.pt'), '--data', str(tmp_path / 'data'), '--tokens', '64', '--device', 'cpu'],
                 ['grow.py', str(tmp_path / 'c.pt'), '--method', 'stack', '--out', str(tmp_path / 'g.pt')]):
         p = subprocess.run([sys.executable, *cmd], cwd=repo, capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
         assert p.returncode == 0, (cmd[0], p.stderr[-2000:])
+        if cmd[0] == 'parallel.py':
+            assert build_model(load_checkpoint(tmp_path / 'c.pt')).config.layer_map == [0, 1, 1, 0]
     assert load_checkpoint(tmp_path / 'g.pt')['model_args']['n_layer'] == 8  # 4 logical layers, stacked twice
 
 
-def test_missing_sharded_checkpoint_is_a_clear_error(tmp_path):
+def test_bad_sharded_checkpoint_paths_are_clear_errors(repo, tmp_path):
     with pytest.raises(FileNotFoundError, match='no sharded checkpoint'):
         parallel.consolidate(tmp_path)
+    p = subprocess.run([sys.executable, 'parallel.py', str(tmp_path), str(tmp_path / 'c.pt')], cwd=repo, capture_output=True, text=True)
+    assert p.returncode == 1 and p.stderr.startswith('error: no sharded checkpoint') and len(p.stderr.splitlines()) == 1
+    assert not (tmp_path / 'c.pt').exists()
+    model = new_model({})
+    with pytest.raises(ValueError, match='not a sharded checkpoint link'):  # a real directory is never replaced
+        parallel.save_sharded(tmp_path, model, new_optimizer(model), {})
 
 
 if __name__ == '__main__':
