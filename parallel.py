@@ -94,13 +94,13 @@ def save_sharded(path, model, optimizer, extra):
     dcp.save({'model': model_sd, 'optimizer': optim_sd}, checkpoint_id=target)
     if rank == 0:
         torch.save(extra, target / EXTRA)
-        old = path.resolve() if path.is_symlink() else None
         link = path.with_name(f'.{path.name}.link')
         link.unlink(missing_ok=True)
         link.symlink_to(target.name)
         os.replace(link, path)
-        if old is not None and old != target.resolve():
-            shutil.rmtree(old, ignore_errors=True)
+        for stale in path.parent.glob(f'{path.name}.*'):  # the replaced checkpoint, and any a crash left
+            if stale.name != target.name and stale.name[len(path.name) + 1:].isdigit():
+                shutil.rmtree(stale, ignore_errors=True)
     _barrier()
 
 

@@ -90,6 +90,8 @@ def worker(out):
 
     # checkpoint the tied+LoRA model; its next losses, and those of a fresh model loading the checkpoint
     extra = {'iter_num': STEPS, 'model_args': model.config.to_dict(), 'tokenizer': TOKENIZER}
+    if rank == 0:
+        (out / 'ckpt.7').mkdir()  # what a crash during an earlier save leaves
     parallel.save_sharded(out / 'ckpt', model, opt, extra)
     parallel.save_sharded(out / 'ckpt', model, opt, extra)  # replaces it
     full = parallel.full_state_dict(model)
@@ -145,7 +147,7 @@ def test_each_process_holds_half_the_parameter_and_optimizer_bytes(launched):
 def test_sharded_checkpoint_resumes_on_two_and_one_process(launched):
     out, res = launched
     np.testing.assert_allclose(res['resumed'], res['next'], rtol=1e-6)
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith('ckpt')) == ['ckpt', 'ckpt.1']  # the replaced one is gone
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith('ckpt')) == ['ckpt', 'ckpt.1']  # the replaced one and the crash's are gone
     model = new_model(CASES['tied_lora'], seed=1)
     opt = new_optimizer(model)
     extra = parallel.load_sharded(out / 'ckpt', model, opt)  # no process group: one process reads every shard
