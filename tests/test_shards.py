@@ -91,12 +91,15 @@ def test_every_document_once_and_resume_after_a_stop_and_a_crash(repo, shared, t
     assert p.returncode != 0 and p.stderr.startswith('error:') and 'shard_tokens' in p.stderr and len(p.stderr.splitlines()) == 1
 
 
-def test_bad_input_is_one_line_error(repo, tmp_path):
+def test_bad_input_is_one_line_error(repo, shared, tmp_path):
     p = prepare(repo, [str(tmp_path / 'nope.parquet')], tmp_path / 'out')
     assert p.returncode != 0 and p.stderr.startswith('error:') and len(p.stderr.splitlines()) == 1
     (tmp_path / 'a.txt').write_text('hi')
     p = prepare(repo, [str(tmp_path / 'a.txt')], tmp_path / 'out')
     assert p.returncode != 0 and 'unsupported format' in p.stderr
+    (tmp_path / 'a.jsonl').write_text('{"body": "no text column"}\n')
+    p = prepare(repo, [str(tmp_path / 'a.jsonl')], tmp_path / 'out')
+    assert p.returncode != 0 and "no 'text' column" in p.stderr and len(p.stderr.splitlines()) == 1
     assert not (tmp_path / 'out').exists()
 
 

@@ -114,6 +114,7 @@ class ShardWriter:
     def flush(self, next_doc, next_offset):
         if not self.n:
             return
+        os.makedirs(self.out_dir, exist_ok=True)  # only now: a run that fails before its first shard leaves nothing
         shards = self.state['shards'].setdefault(self.split, [])
         name = f'{self.split}_{len(shards):06d}.bin'
         write_atomic(os.path.join(self.out_dir, name), self.buf[:self.n].tobytes())
@@ -151,7 +152,6 @@ def main():
     settings = dict(files=files, format=fmt, dataset=args.dataset, name=args.name, split=args.split,
                     text_column=args.text_column, shard_tokens=args.shard_tokens, val_docs=args.val_docs,
                     max_docs=args.max_docs, tokenizer=META['tokenizer'])
-    os.makedirs(args.out_dir, exist_ok=True)
     state_path = os.path.join(args.out_dir, STATE)
     if os.path.isfile(state_path):
         with open(state_path) as f:
@@ -178,7 +178,8 @@ def main():
         done_before = sum(len(s) for s in state['shards'].values())
         pool = Pool(args.num_proc, init_worker) if args.num_proc > 1 else None
         ids_iter = pool.imap(tokenize, texts, chunksize=16) if pool else map(tokenize, texts)
-        pbar = tqdm(ids_iter, initial=state['doc'], desc=f'tokenizing ({done_before} shards done before)', unit='doc')
+        pbar = tqdm(ids_iter, initial=state['doc'], desc=f'tokenizing ({done_before} shards done before)', unit='doc',
+                    disable=None)  # a bar on terminals, not in logs
         first, next_doc, stopped = state['doc'], state['doc'], False
         for doc, ids in enumerate(pbar, start=first):
             stopped = writer.add('val' if doc < args.val_docs else 'train', doc, ids, skip=state['offset'] if doc == first else 0)
