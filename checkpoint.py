@@ -15,9 +15,13 @@ reads it without executing code, written atomically (a crash mid-save never leav
   and, in train.py's last.pt / best.pt only, the state a run resumes from (RESUME_FIELDS):
     optimizer, scaler, best_val_loss, rng (torch's CPU generator), growths (iterations at which the run grew)
 
-Model specs every script accepts (load_any): a .pt file | a run's out_dir (best.pt, else last.pt) |
-a Hugging Face model directory or 'hf:<dir>' | 'llama2c:<model.bin>[,<tokenizer.bin>]'. Foreign
-formats are convert.py's, imported lazily so plain checkpoints need none of its dependencies.
+Runs under FSDP (train.py fsdp=True) write the same dict as a sharded directory instead (last.dcp,
+best.dcp: parallel.py), every process its shards; it reads back on any number of processes.
+
+Model specs every script accepts (load_any): a .pt file | a sharded .dcp directory | a run's out_dir
+(best, else last) | a Hugging Face model directory or 'hf:<dir>' | 'llama2c:<model.bin>[,<tokenizer.bin>]'.
+Foreign and sharded formats are convert.py's and parallel.py's, imported lazily so plain checkpoints
+need none of their dependencies.
 """
 import os
 from pathlib import Path
@@ -74,10 +78,16 @@ def load_checkpoint(path, map_location='cpu'):
     return ckpt
 
 
-def run_checkpoint(out_dir, name='last.pt'):
-    """A run's own checkpoint with the state to resume from (train.py init_from='resume')."""
-    path = os.path.join(out_dir, name)
-    ckpt = load_checkpoint(path)
+def run_checkpoint(out_dir):
+    """A run's own last checkpoint, with the state to resume from (train.py init_from='resume'): last.pt,
+    or last.dcp if that is newer. A sharded one comes without model and optimizer (they are read into
+    the sharded model) and with 'sharded': its path."""
+    path, sharded = os.path.join(out_dir, 'last.pt'), os.path.join(out_dir, 'last.dcp')
+    if os.path.exists(sharded) and (not os.path.exists(path) or os.path.getmtime(sharded) > os.path.getmtime(path)):
+        from parallel import read_extra
+        path, ckpt = sharded, dict(read_extra(sharded), sharded=sharded, optimizer=None)
+    else:
+        ckpt = load_checkpoint(path)
     missing = [k for k in RESUME_FIELDS if k not in ckpt and k != 'growths']
     if missing or not isinstance(ckpt.get('config'), dict):
         raise ValueError(f"{path} holds no training state to resume (written by grow.py or convert.py?): "
@@ -92,10 +102,15 @@ def load_any(spec):
     if spec.startswith(('hf:', 'llama2c:')):
         from convert import import_model
         return import_model(spec)
+    if os.path.isfile(os.path.join(spec, '.metadata')):  # a sharded checkpoint: gathered into one process
+        from parallel import consolidate
+        ckpt = consolidate(spec)
+        ckpt.pop('optimizer', None)
+        return ckpt
     if os.path.isdir(spec):
-        for name in ('best.pt', 'last.pt'):
-            if os.path.isfile(os.path.join(spec, name)):
-                return load_checkpoint(os.path.join(spec, name))
+        for name in ('best.pt', 'last.pt', 'best.dcp', 'last.dcp'):
+            if os.path.exists(os.path.join(spec, name)):
+                return load_any(os.path.join(spec, name))
         if os.path.isfile(os.path.join(spec, 'config.json')) and not os.path.isfile(os.path.join(spec, 'log.jsonl')):
             from convert import import_model
             return import_model('hf:' + spec)

@@ -45,7 +45,7 @@ def load_tokens(data, split, meta):
     from tokenizer import get_tokenizer
     from tokens import TokenData
     if os.path.isdir(data):
-        tokens = TokenData(data)
+        tokens = TokenData(data, splits=(split,))
         data_meta = tokens.meta or {}
         if meta and any(meta.get(k) != data_meta.get(k) for k in ('tokenizer', 'vocab_size', 'chars')):
             raise ValueError(f"{data} uses the {data_meta.get('tokenizer')} tokenizer (vocab {data_meta.get('vocab_size')}) "

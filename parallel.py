@@ -27,8 +27,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
-                                                     set_model_state_dict, set_state_dict)
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+                                                     set_model_state_dict, set_optimizer_state_dict)
 from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -76,7 +76,9 @@ def save_sharded(path, model, optimizer, extra):
     directory beside it and `path` becomes a symlink to it in one rename, so a crash leaves the
     previous checkpoint whole. Collective: every process calls it."""
     path = Path(path)
-    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {'model': get_model_state_dict(model)}
+    if optimizer.state:  # a fresh optimizer (just after growth) is saved as none: asking torch for its state
+        state['optimizer'] = get_optimizer_state_dict(model, optimizer)  # would take a zero step, and AdamW counts it
     rank, n, error = _rank(), 0, None
     if rank == 0:  # decides the directory name (and any error) for every process
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +93,7 @@ def save_sharded(path, model, optimizer, extra):
     if error:
         raise ValueError(error)
     target = path.with_name(f'{path.name}.{n}')
-    dcp.save({'model': model_sd, 'optimizer': optim_sd}, checkpoint_id=target)
+    dcp.save(state, checkpoint_id=target)
     if rank == 0:
         torch.save(extra, target / EXTRA)
         link = path.with_name(f'.{path.name}.link')
@@ -115,12 +117,16 @@ def load_sharded(path, model, optimizer):
     """Load a sharded checkpoint into `model` and `optimizer` (sharded or not, any number of
     processes: DCP reads the slices each process needs). Returns the checkpoint's other keys."""
     path = _check(path)
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    state = {'model': model_sd, 'optimizer': optim_sd}
+    saved = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
+    state = {'model': get_model_state_dict(model)}
+    if any(k.startswith('optimizer.') for k in saved):
+        state['optimizer'] = get_optimizer_state_dict(model, optimizer)
     with warnings.catch_warnings():  # one process reading every shard is intended here
         warnings.filterwarnings('ignore', message='torch.distributed is disabled')
         dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
-    set_state_dict(model, optimizer, model_state_dict=state['model'], optim_state_dict=state['optimizer'])
+    set_model_state_dict(model, state['model'])
+    if 'optimizer' in state:
+        set_optimizer_state_dict(model, optimizer, state['optimizer'])
     return read_extra(path)
 
 
@@ -157,6 +163,6 @@ if __name__ == '__main__':
         ckpt = consolidate(sys.argv[1])
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    ckpt.pop('optimizer')  # keyed by parameter name; resuming reads the sharded directory
+    ckpt.pop('optimizer', None)  # keyed by parameter name; resuming reads the sharded directory
     save_checkpoint(ckpt, sys.argv[2])
     print(f"wrote {sys.argv[2]}")

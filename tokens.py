@@ -1,13 +1,16 @@
 """
 Token data on disk, read by train.py, eval.py and grow.py: a prepared data dir (data/<name>/prepare.py)
 holds train.bin and val.bin, flat token ids (uint16, or uint32 for vocabularies over 65,536), and
-meta.json, which says how they were tokenized (tokenizer.py reads it).
+meta.json, which says how they were tokenized (tokenizer.py reads it). A large corpus is stored as
+fixed-size shards instead ({split}_000000.bin, ... listed in meta.json by data/web/prepare.py), read
+as one array whose slices may cross shard boundaries.
 
 Batches are drawn by key: every batch comes from its own generator seeded by a key such as
 (seed, split, iteration, micro-step), so a resumed run, or one on more or fewer processes, sees
 exactly the batches an uninterrupted single-process run would.
 """
 import hashlib
+import operator
 import os
 
 import numpy as np
@@ -22,23 +25,34 @@ def rng_seed(*key):
 
 
 class TokenData:
-    """The train/val token streams of a data dir; meta is None when the dir has no meta.json."""
+    """The token streams of a data dir (`splits` must exist); meta is None when the dir has no meta.json."""
 
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, splits=('train', 'val')):
         self.dir = data_dir
-        for split in ('train', 'val'):
-            if not os.path.isfile(self.path(split)):
-                raise FileNotFoundError(f"{self.path(split)} not found (run data/<name>/prepare.py, or set data_dir)")
         self.meta = load_meta(data_dir) if os.path.isfile(os.path.join(data_dir, 'meta.json')) else None
         self.dtype = np.dtype((self.meta or {}).get('dtype', 'uint16'))
-
-    def path(self, split):
-        return os.path.join(self.dir, f'{split}.bin')
+        self.shards = (self.meta or {}).get('shards') or {}
+        for split in splits:
+            if not os.path.isfile(os.path.join(data_dir, f'{split}.bin')) and not self.shards.get(split):
+                raise FileNotFoundError(f"{os.path.join(data_dir, split + '.bin')} not found "
+                                        "(run data/<name>/prepare.py, or set data_dir)")
 
     def tokens(self, split):
-        # a new memmap per call: a long-lived one grows the process's memory as pages are touched
-        # (https://stackoverflow.com/questions/45132940/numpy-memmap-memory-usage-want-to-iterate-once/61472122#61472122)
-        return np.memmap(self.path(split), dtype=self.dtype, mode='r')
+        """The tokens of split: an np.memmap of {split}.bin, or the split's shards as one array. A new
+        one per call: a long-lived memmap grows the process's memory as pages are touched
+        (https://stackoverflow.com/questions/45132940/numpy-memmap-memory-usage-want-to-iterate-once/61472122#61472122)."""
+        single = os.path.join(self.dir, f'{split}.bin')
+        if os.path.isfile(single):
+            return np.memmap(single, dtype=self.dtype, mode='r')
+        if not self.shards.get(split):
+            raise FileNotFoundError(f"no {split}.bin and no {split} shards listed in {self.dir}/meta.json")
+        paths = [os.path.join(self.dir, s['file']) for s in self.shards[split]]
+        for path, s in zip(paths, self.shards[split]):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"shard {path} listed in meta.json is missing")
+            if os.path.getsize(path) != s['tokens'] * self.dtype.itemsize:
+                raise ValueError(f"shard {path} has {os.path.getsize(path) // self.dtype.itemsize} tokens, meta.json says {s['tokens']}")
+        return ShardedTokens(paths, [s['tokens'] for s in self.shards[split]], self.dtype)
 
     def batch(self, split, block_size, batch_size, key):
         """batch_size random windows of split: inputs X and next-token targets Y, int64 on the CPU."""
@@ -54,3 +68,34 @@ class TokenData:
         while True:
             yield self.batch(split, block_size, batch_size, (*key, step))
             step += 1
+
+
+class ShardedTokens:
+    """The concatenation of shard files, read lazily: len(), [i] and [a:b]. Each read maps only the
+    shards it touches, and unmaps them after (long-lived memmaps grow the resident set)."""
+
+    def __init__(self, paths, sizes, dtype):
+        self.paths, self.dtype = paths, np.dtype(dtype)
+        self.starts = np.cumsum([0] + list(sizes))
+
+    def __len__(self):
+        return int(self.starts[-1])
+
+    def __getitem__(self, key):
+        if not isinstance(key, slice):
+            i = operator.index(key)
+            i += len(self) if i < 0 else 0
+            if not 0 <= i < len(self):
+                raise IndexError(f"token {key} out of range for {len(self)} tokens")
+            return self[i:i + 1][0]
+        start, stop, step = key.indices(len(self))
+        if step != 1:
+            raise ValueError("ShardedTokens slices take no step")
+        parts = []
+        shard = int(np.searchsorted(self.starts, start, side='right')) - 1
+        while start < stop:
+            end = min(stop, int(self.starts[shard + 1]))
+            data = np.memmap(self.paths[shard], dtype=self.dtype, mode='r')
+            parts.append(np.array(data[start - self.starts[shard]:end - self.starts[shard]]))
+            start, shard = end, shard + 1
+        return np.concatenate(parts) if parts else np.empty(0, self.dtype)

@@ -10,6 +10,11 @@ $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123
 $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=1 --master_addr=123.456.123.456 --master_port=1234 train.py
 (If your cluster does not have Infiniband interconnect prepend NCCL_IB_DISABLE=1.)
 
+Models that do not fit one GPU under DDP: --fsdp=True shards parameters, gradients and AdamW state
+(FSDP2); checkpoints are then sharded directories (last.dcp), which every script reads and which
+resume on any number of processes. --activation_checkpointing=True recomputes each layer's
+activations in the backward pass instead of keeping them.
+
 Ctrl-C or SIGTERM: the current iteration finishes, out_dir/last.pt is saved, and the exit code is
 130 / 143 (128 + signal). `--init_from=resume` continues exactly where it stopped.
 """
@@ -83,7 +88,9 @@ grow_lr = 'restart'  # 'restart' (warm-up and decay start again at each growth s
 device = 'auto'  # 'auto' (cuda > mps > cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
 dtype = 'auto'  # 'auto' (device.py's policy) | 'float32' | 'bfloat16' | 'float16'
 compile = False  # torch.compile the model (falls back to eager, with a note, if compilation fails)
-backend = 'auto'  # DDP: 'auto' (nccl on cuda, gloo otherwise) | 'nccl' | 'gloo'
+backend = 'auto'  # torchrun runs: 'auto' (nccl on cuda, gloo otherwise) | 'nccl' | 'gloo'
+fsdp = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
+activation_checkpointing = False  # recompute each layer's activations in backward: less memory, ~1/3 more compute
 peak_flops = None  # per-device peak FLOP/s for mfu; None = 312e12 (A100 bf16) on cuda, no mfu elsewhere
 seed = 1337
 # -----------------------------------------------------------------------------
@@ -113,6 +120,10 @@ try:
     for key, allowed in (('grow_optimizer', ('fresh', 'carry')), ('grow_lr', ('restart', 'continue'))):
         if config[key] not in allowed:
             raise ValueError(f"{key} must be one of {allowed}, got {config[key]!r}")
+    if config['fsdp'] and int(os.environ.get('RANK', -1)) == -1:
+        raise ValueError("fsdp=True shards over the processes of a torchrun launch: run under torchrun")
+    if config['fsdp'] and (config['dtype'] == 'float16' or config['grow_optimizer'] == 'carry'):
+        raise ValueError("fsdp=True works with dtype float32/bfloat16 and grow_optimizer='fresh'")
     policy = choose(config['device'], config['dtype'], width=(ckpt['model_args'] if ckpt else config)['n_embd'])
 except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
@@ -120,7 +131,7 @@ globals().update(config)
 device, device_type = policy.device, policy.device_type
 # -----------------------------------------------------------------------------
 
-ddp = int(os.environ.get('RANK', -1)) != -1  # is this a torchrun run?
+ddp = int(os.environ.get('RANK', -1)) != -1  # is this a torchrun run? (DDP, or FSDP with fsdp=True)
 if ddp:
     dist.init_process_group(backend=backend if backend != 'auto' else 'nccl' if device_type == 'cuda' else 'gloo')
     ddp_rank, ddp_local_rank, ddp_world_size = int(os.environ['RANK']), int(os.environ['LOCAL_RANK']), int(os.environ['WORLD_SIZE'])
@@ -179,7 +190,8 @@ try:
         if ignored and init_from != 'resume':
             theirs = ', '.join(f"{k}={ckpt['model_args'].get(k)!r}" for k in ignored)
             say(f"note: init_from defines {theirs}; the config's values are ignored")
-        raw_model = build_model(ckpt, **overrides)
+        # a sharded checkpoint's tensors are read after sharding (below); until then, the shapes
+        raw_model = GPT(GPTConfig.from_dict(ckpt['model_args'])) if ckpt.get('sharded') else build_model(ckpt, **overrides)
         if init_from != 'resume' and 'block_size' in explicit and block_size != raw_model.config.block_size:
             if block_size > raw_model.config.block_size:
                 raise ValueError(f"block_size={block_size} exceeds the checkpoint's {raw_model.config.block_size}")
@@ -200,7 +212,18 @@ except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
 tokenizer_meta = meta or (ckpt or {}).get('tokenizer')
 block_size = raw_model.config.block_size
-raw_model.to(device)
+
+
+def place(m):
+    """The model on its device, activation checkpointing set, sharded under FSDP (bf16 compute
+    under bf16 autocast; the sharded master weights stay float32)."""
+    m.to(device)
+    m.set_activation_checkpointing(activation_checkpointing)
+    if fsdp:
+        from parallel import shard
+        shard(m, param_dtype=policy.ptdtype if policy.dtype == 'bfloat16' else None)
+    return m
+
 
 
 def set_trainable(m):
@@ -224,15 +247,19 @@ def wrap(m):
         except Exception as e:
             m.zero_grad(set_to_none=True)
             say(f"note: torch.compile failed ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}); continuing eagerly")
-    if ddp:
+    if ddp and not fsdp:
         m = DDP(m, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
     return m
 
 
 try:
     set_trainable(raw_model)
+    raw_model = place(raw_model)
     optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
-    if init_from == 'resume':
+    if init_from == 'resume' and ckpt.get('sharded'):
+        from parallel import load_sharded
+        load_sharded(ckpt['sharded'], raw_model, optimizer)
+    elif init_from == 'resume':
         optimizer.load_state_dict(ckpt['optimizer'])
 except ValueError as e:
     sys.exit(f"error: {e}")
@@ -285,16 +312,18 @@ def get_lr(it):
 def estimate_loss():
     """Mean loss over eval_iters fixed batches per split (the same every eval, so curves are not
     resampling noise), shared out among the processes and summed with all_reduce."""
-    m = model.module if ddp else model
+    m = model.module if ddp and not fsdp else model
     m.eval()
     out = {}
     for split in ('train', 'val'):
         total = torch.zeros(2, device=device)  # loss sum, batch count
-        for k in range(ddp_rank, eval_iters, ddp_world_size):
-            X, Y = get_batch(split, 'eval', k)
+        # under FSDP every process must run as many forwards as the others (each gathers weights)
+        for k in range(ddp_rank, -(-eval_iters // ddp_world_size) * ddp_world_size if fsdp else eval_iters, ddp_world_size):
+            X, Y = get_batch(split, 'eval', k % eval_iters)
             with ctx:
                 _, loss = m(X, Y)
-            total += torch.stack([loss.float(), torch.ones((), device=device)])
+            if k < eval_iters:
+                total += torch.stack([loss.float(), torch.ones((), device=device)])
         if ddp:
             dist.all_reduce(total)
         out[split] = (total[0] / total[1]).item()
@@ -319,7 +348,7 @@ def train_step():
     for micro_step in range(gradient_accumulation_steps):
         slot = ddp_rank * gradient_accumulation_steps + micro_step  # global micro-batch index
         X, Y = get_batch('train', iter_num, slot)
-        if ddp:  # only sync gradients at the last micro step (the official way is the model.no_sync() context manager)
+        if ddp and not fsdp:  # only sync gradients at the last micro step (the official way is the model.no_sync() context manager)
             model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
         seed_device(rng_seed(seed, 'dropout', iter_num, slot))
         with ctx:
@@ -335,37 +364,63 @@ def train_step():
     return loss_sum / gradient_accumulation_steps
 
 
-def checkpoint_now(**train_state):
+def checkpoint_now(weights=None, **train_state):
     """The current model as a checkpoint dict (weights only, unless train_state is given)."""
-    return make_checkpoint(raw_model.state_dict(), raw_model.config.to_dict(), tokenizer=tokenizer_meta,
-                           provenance=provenance, tokens_seen=tokens_seen, flops_spent=flops_spent, elapsed=elapsed(),
-                           iter_num=iter_num, config=config, **train_state)
+    return make_checkpoint(raw_model.state_dict() if weights is None else weights, raw_model.config.to_dict(),
+                           tokenizer=tokenizer_meta, provenance=provenance, tokens_seen=tokens_seen, flops_spent=flops_spent,
+                           elapsed=elapsed(), iter_num=iter_num, config=config, **train_state)
 
 
 def save(*names):
-    if not all(torch.isfinite(p).all() for p in raw_model.parameters()):
+    if not all(torch.isfinite(p.to_local() if hasattr(p, 'to_local') else p).all() for p in raw_model.parameters()):
         nonfinite("weights")  # never overwrite a good checkpoint with a broken model
-    if not write_files:
+    if eval_only:
         return
-    ckpt = checkpoint_now(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), best_val_loss=best_val_loss,
-                          rng={'torch': torch.get_rng_state()}, growths=growths)
-    for name in names:
-        save_checkpoint(ckpt, os.path.join(out_dir, name))
+    train_state = dict(scaler=scaler.state_dict(), best_val_loss=best_val_loss, rng={'torch': torch.get_rng_state()},
+                       growths=growths)
+    if fsdp:  # every process writes its shards: last.dcp / best.dcp
+        from parallel import save_sharded
+        extra = {k: v for k, v in checkpoint_now(**train_state).items() if k != 'model'}
+        for name in names:
+            save_sharded(os.path.join(out_dir, name.replace('.pt', '.dcp')), raw_model, optimizer, extra)
+    elif write_files:
+        ckpt = checkpoint_now(optimizer=optimizer.state_dict(), **train_state)
+        for name in names:
+            save_checkpoint(ckpt, os.path.join(out_dir, name))
 
 
 def grow_model(step):
     """The growth step: grow.py builds the bigger model from the current one; it gets its own optimizer
-    (fresh, or carrying the moments of tensors it copied). Returns (model, optimizer, grown checkpoint)."""
+    (fresh, or carrying the moments of tensors it copied). Under FSDP process 0 grows the gathered
+    model and every process shards the result. Returns (model, optimizer, grown checkpoint: its
+    'model' on process 0 only under FSDP)."""
     from grow import grow  # only runs that grow need grow.py
-    source = checkpoint_now()
-    source['model'] = {k: v.detach().to('cpu', copy=True) for k, v in source['model'].items()}
-    train_stream = data.stream('train', block_size, batch_size, (seed, 'train', 'grow', iter_num))
+    if fsdp:
+        from parallel import full_state_dict, load_full_state_dict
+        weights = full_state_dict(raw_model)  # process 0: the whole model on the CPU; others: {}
+    else:
+        weights = {k: v.detach().to('cpu', copy=True) for k, v in raw_model.state_dict().items()}
+    grown, error = None, None
+    if master_process or not fsdp:
+        try:
+            stream = data.stream('train', block_size, batch_size, (seed, 'train', 'grow', iter_num))
+            grown = grow([checkpoint_now(weights)], step['method'], seed=seed, batches=stream, **step['options'])
+        except (ValueError, FileNotFoundError) as e:
+            error = str(e)
+    if fsdp:  # the other processes need the grown architecture (and any error, not to wait forever)
+        box = [error, grown and {k: v for k, v in grown.items() if k != 'model'}]
+        dist.broadcast_object_list(box, src=0)
+        error, grown = box[0], grown if master_process else box[1]
     try:
-        grown = grow([source], step['method'], seed=seed, batches=train_stream, **step['options'])
-        new_model = build_model(grown).to(device)
+        if error:
+            raise ValueError(error)
+        new_model = GPT(GPTConfig.from_dict(grown['model_args'])) if fsdp else build_model(grown)
         new_model.set_trainable(train_only, new_blocks=grown['provenance']['new_blocks'])
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: growing at iter {iter_num}: {e}")
+    new_model = place(new_model)
+    if fsdp:
+        load_full_state_dict(new_model, grown['model'] if master_process else {})
     new_optimizer = new_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
     if grow_optimizer == 'carry':
         carry_moments(raw_model, optimizer, new_model, new_optimizer, grown['provenance'])

@@ -219,3 +219,20 @@ def test_growth_schedule_is_checked_before_training(repo, data, tmp_path):
         p = train(repo, data, tmp_path, '--grow_at_iter=0' if 'grow_steps' in bad else '--grow_at_iter=4', bad, check=False)
         assert p.returncode != 0 and p.stderr.strip().splitlines() == [p.stderr.strip()] and msg in p.stderr, p.stderr
         assert not (tmp_path / 'log.jsonl').exists()
+
+
+def test_fsdp_matches_single_process_across_growth_and_resumes_on_fewer_processes(repo, data, tmp_path):
+    torchrun = lambda n: (sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={n}', 'train.py')
+    grow = ['--grow_at_iter=4', '--grow_method=stack']
+    train(repo, data, tmp_path / 'single', *grow)
+    train(repo, data, tmp_path / 'fsdp', *grow, '--fsdp=True', '--max_iters=6', cmd=torchrun(2))
+    assert (tmp_path / 'fsdp' / 'last.dcp' / '.metadata').is_file() and not (tmp_path / 'fsdp' / 'last.pt').exists()
+    train(repo, data, tmp_path / 'fsdp', '--fsdp=True', '--init_from=resume', cmd=torchrun(1))  # resharded onto one process
+    got, want = [r for r in losses(tmp_path / 'fsdp') if r[:2] != ('eval', 6)], losses(tmp_path / 'single')
+    assert [g[:2] for g in got] == [w[:2] for w in want]
+    for g, w in zip(got, want):
+        assert abs(g[2] - w[2]) <= 1e-4 * abs(w[2]), (g, w)
+    from checkpoint import load_any
+    ckpt = load_any(tmp_path / 'fsdp')  # the sharded checkpoint, gathered for the other scripts
+    assert ckpt['iter_num'] == 8 and ckpt['model_args']['n_layer'] == 4
+    assert build_model(ckpt).param_counts() == ckpt['param_counts']

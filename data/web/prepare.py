@@ -2,7 +2,7 @@
 Prepare a large web corpus (FineWeb-Edu, OpenWebText, any text dataset) for training: documents are
 streamed through `datasets`, tokenized with GPT-2 BPE in parallel worker processes (EOT after each
 document) and written as fixed-size uint16 shards val_000000.bin, ..., train_000000.bin, ... plus a
-meta.json that lists them (shards.py reads them as one array per split; a document may continue
+meta.json that lists them (tokens.py reads them as one array per split; a document may continue
 from one shard into the next).
 - source: --input local .parquet / .jsonl files (or directories of them), or --dataset NAME [--name
   CONFIG] from the Hugging Face hub, streamed (nothing is downloaded up front).

@@ -1,4 +1,4 @@
-"""data/web/prepare.py and shards.py: a web corpus in local parquet files becomes fixed-size token shards
+"""data/web/prepare.py and tokens.py: a web corpus in local parquet files becomes fixed-size token shards
 that hold every document exactly once, in order; a stopped or crashed preparation resumes after its last
 finished shard without rewriting it; the reader slices across shard boundaries."""
 import json
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from shards import ShardedTokens, open_tokens
+from tokens import ShardedTokens, TokenData
 from tokenizer import get_tokenizer
 
 PREPARE = 'data/web/prepare.py'
@@ -54,7 +54,7 @@ def test_every_document_once_and_resume_after_a_stop_and_a_crash(repo, shared, t
     assert p.returncode == 0, p.stderr
     meta = json.loads((full / 'meta.json').read_text())
     tok = get_tokenizer(meta)
-    ids = np.concatenate([open_tokens(full, 'val')[:], open_tokens(full, 'train')[:]]).tolist()
+    ids = np.concatenate([TokenData(full).tokens('val')[:], TokenData(full).tokens('train')[:]]).tolist()
     assert ids[-1] == tok.eot
     cuts = [-1] + [i for i, t in enumerate(ids) if t == tok.eot]
     assert [tok.decode(ids[a + 1:b]) for a, b in zip(cuts, cuts[1:])] == docs
@@ -62,7 +62,7 @@ def test_every_document_once_and_resume_after_a_stop_and_a_crash(repo, shared, t
         sizes = [s['tokens'] for s in meta['shards'][split]]
         assert sum(sizes) == meta[f'{split}_tokens'] and all(n == 500 for n in sizes[:-1]) and 0 < sizes[-1] <= 500
     assert len(meta['shards']['train']) > 5
-    assert open_tokens(full, 'val')[:].tolist().count(tok.eot) == 20 - 1  # the first 20 documents, one of them empty
+    assert TokenData(full).tokens('val')[:].tolist().count(tok.eot) == 20 - 1  # the first 20 documents, one of them empty
     assert shard_files(full) == sorted(s['file'] for split in ('train', 'val') for s in meta['shards'][split])
 
     # the same corpus in two runs: --max_shards stops the first, then a crash during the next shard is
@@ -111,8 +111,8 @@ def test_reader_slices_across_shard_boundaries(tmp_path):
         data[start:start + n].tofile(tmp_path / f'train_{k:06d}.bin')
         shards.append({'file': f'train_{k:06d}.bin', 'tokens': n})
         start += n
-    (tmp_path / 'meta.json').write_text(json.dumps({'dtype': 'uint16', 'shards': {'train': shards}}))
-    tokens = open_tokens(tmp_path, 'train')
+    (tmp_path / 'meta.json').write_text(json.dumps({'dtype': 'uint16', 'shards': {'train': shards, 'val': shards[:1]}}))
+    tokens = TokenData(tmp_path).tokens('train')
     assert isinstance(tokens, ShardedTokens) and len(tokens) == len(data)
     for a in range(len(data) + 1):
         for b in range(a, len(data) + 2):
@@ -122,8 +122,9 @@ def test_reader_slices_across_shard_boundaries(tmp_path):
         tokens[len(data)]
     data[:3].tofile(tmp_path / 'train_000002.bin')  # truncated
     with pytest.raises(ValueError, match='meta.json says 7'):
-        open_tokens(tmp_path, 'train')
-    with pytest.raises(FileNotFoundError, match='no val.bin'):
-        open_tokens(tmp_path, 'val')
+        TokenData(tmp_path).tokens('train')
+    (tmp_path / 'meta.json').write_text(json.dumps({'dtype': 'uint16', 'shards': {'train': shards}}))
+    with pytest.raises(FileNotFoundError, match='val.bin not found'):
+        TokenData(tmp_path)
     data.tofile(tmp_path / 'val.bin')  # a single file: the small datasets' layout
-    assert np.array_equal(open_tokens(tmp_path, 'val')[2:9], data[2:9])
+    assert np.array_equal(TokenData(tmp_path).tokens('val')[2:9], data[2:9])
