@@ -72,7 +72,7 @@ def load_hub():
 
 
 def stories_of(src):
-    """The stories of a split: a list (--input files) or a Hugging Face dataset; iterable more than once."""
+    """The stories of a split (a list from --input files, or a Hugging Face dataset); a new pass on every call."""
     return src if isinstance(src, list) else (t for batch in src.iter(batch_size=1000) for t in batch['text'])
 
 
