@@ -5,6 +5,9 @@ A dataset's meta.json says which tokenizer its .bin files use:
 - 'gpt2':    OpenAI's GPT-2 BPE through tiktoken (eot 50256)
 - 'llama2c': a llama2.c tokenizer.bin (sentencepiece BPE export, e.g. stories260K's tok512.bin), read here
              in pure python so the tokenizer needs no sentencepiece install
+- 'bpe':     a byte-level BPE trained on the dataset itself (train_bpe), as a Hugging Face tokenizer.json; meta.json
+             names the file ('path'), load_meta puts its text into meta['tokenizer_json'] so that checkpoints,
+             which store the meta dict, carry the tokenizer itself and need no data dir
 get_tokenizer(meta) returns an object with .encode(str) -> list[int], .decode(list[int]) -> str,
 .vocab_size, .eot and .bos (int or None). encode() never adds special tokens; prepare scripts add them.
 """
@@ -12,6 +15,8 @@ import json
 import os
 import struct
 from types import SimpleNamespace
+
+BPE_EOT = '<|endoftext|>'  # the one special token of train_bpe's tokenizers, appended after every document
 
 
 def load_meta(data_dir):
@@ -22,7 +27,32 @@ def load_meta(data_dir):
         meta = json.load(f)
     if meta.get('path') and not os.path.isabs(meta['path']):  # tokenizer file given relative to the data dir
         meta['path'] = os.path.join(data_dir, meta['path'])
+    if meta.get('tokenizer') == 'bpe' and 'tokenizer_json' not in meta:
+        path = meta.pop('path', None) or ''
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"the tokenizer file {path or 'tokenizer.json'} named in {data_dir}/meta.json is missing")
+        with open(path, encoding='utf-8') as f:
+            meta['tokenizer_json'] = f.read()
     return meta
+
+
+def train_bpe(texts, vocab_size, length=None, progress=False):
+    """
+    Train a byte-level BPE (GPT-2's byte alphabet and pre-tokenizer; Language Models are Unsupervised Multitask
+    Learners, 2019) on an iterable of str with Hugging Face tokenizers -> tokenizer.json text. vocab_size counts the
+    256 bytes, the merges and one special token, BPE_EOT (id 0). No normalizer, so every text round-trips exactly.
+    Deterministic: the same texts give the same file (ties between equally frequent pairs are broken by id).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    if not 258 <= vocab_size <= 2 ** 16:  # at least one merge; ids fit the uint16 .bin files
+        raise ValueError(f"vocab_size must be between 258 (256 bytes, {BPE_EOT}, one merge) and 65536, got {vocab_size}")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BPE_EOT], show_progress=progress,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # all 256 bytes, seen or not
+    tok.train_from_iterator(texts, trainer, length=length)
+    return tok.to_str()
 
 
 def get_tokenizer(meta):
@@ -51,7 +81,19 @@ def get_tokenizer(meta):
         if not meta.get('path'):
             raise ValueError("llama2c meta needs 'path', the llama2.c tokenizer.bin file")
         return Llama2cTokenizer(meta['path'])
-    raise ValueError(f"unknown tokenizer {kind!r} in meta (expected 'char', 'gpt2' or 'llama2c')")
+    if kind == 'bpe':
+        from tokenizers import Tokenizer
+        if not meta.get('tokenizer_json'):
+            raise ValueError("bpe meta needs 'tokenizer_json', the text of a tokenizer.json (load_meta reads it)")
+        try:
+            tok = Tokenizer.from_str(meta['tokenizer_json'])
+        except Exception as e:  # tokenizers raises its own Exception type for malformed files
+            raise ValueError(f"bpe meta: not a valid tokenizer.json: {e}") from None
+        tok.encode_special_tokens = True  # as gpt2's encode_ordinary: a literal '<|endoftext|>' in text stays text
+        return SimpleNamespace(encode=lambda s: tok.encode(s, add_special_tokens=False).ids,
+                               decode=lambda ids: tok.decode(ids, skip_special_tokens=False),
+                               vocab_size=tok.get_vocab_size(), eot=tok.token_to_id(BPE_EOT), bos=None)
+    raise ValueError(f"unknown tokenizer {kind!r} in meta (expected 'char', 'gpt2', 'llama2c' or 'bpe')")
 
 
 class Llama2cTokenizer:

@@ -12,7 +12,7 @@ eval_interval = 100
 eval_iters = 20
 log_interval = 10
 
-dataset = 'tinystories'
+dataset = 'tinystories_bpe4096'  # as config/ts_base.py
 gradient_accumulation_steps = 1
 batch_size = 16
 block_size = 256
@@ -21,7 +21,6 @@ n_layer = 4
 n_head = 8
 n_embd = 256
 dropout = 0.1
-vocab_size = 50304
 lowrank_attn = 13
 lowrank_mlp = 21
 

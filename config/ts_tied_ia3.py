@@ -8,7 +8,7 @@ eval_interval = 100
 eval_iters = 20
 log_interval = 10
 
-dataset = 'tinystories'
+dataset = 'tinystories_bpe4096'  # the base's data
 init_from = 'out-ts-base/best.pt'
 gradient_accumulation_steps = 1
 batch_size = 16

@@ -5,14 +5,14 @@
 # and only the adapters train. Repeated blocks share weights, so the stored model stays 4 blocks.
 # $ python train.py config/ts_base.py          # the base (out-ts-base/best.pt)
 # $ python train.py config/ts_tied_lora.py
-# Compare with the base: python eval.py ppl out-ts-base/best.pt out-ts-tied-lora/best.pt --data data/tinystories
+# Compare with the base: python eval.py ppl out-ts-base/best.pt out-ts-tied-lora/best.pt --data data/tinystories_bpe4096
 
 out_dir = 'out-ts-tied-lora'
 eval_interval = 100
 eval_iters = 20
 log_interval = 10
 
-dataset = 'tinystories'
+dataset = 'tinystories_bpe4096'  # the base's data
 init_from = 'out-ts-base/best.pt'
 gradient_accumulation_steps = 1
 batch_size = 16

