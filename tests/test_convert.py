@@ -324,3 +324,55 @@ def test_sample_from_an_export(tf, shared, tmp_path, repo):
         assert p.returncode == 0, p.stderr
         outs.append(p.stdout)
     assert outs[0] == outs[1] and outs[0].startswith('Once upon a time')
+
+
+def test_lm_eval_on_an_export_equals_eval_mc(tf, shared, tmp_path, repo):
+    """lm-eval-harness (lm_eval --model hf) on an exported stories260K, offline with a local multiple-choice task,
+    scores the same items as eval.py mc: same acc and acc_norm, per-choice log-likelihoods within 1e-4."""
+    pytest.importorskip('lm_eval')
+    import random
+    rng = random.Random(0)
+    paras = [p.split() for p in (shared / 'data/tinystories/valid.txt').read_text().split('\n\n') if p.strip()]
+    words = sorted({w for p in paras[:200] for w in p if w.isalpha()})
+    items = []
+    for p in paras[:40]:  # context: a story's first words; choices: its next word and three random words
+        k = rng.randrange(4, min(20, len(p) - 1))
+        choices = [' ' + w for w in [p[k]] + rng.sample([w for w in words if w != p[k]], 3)]
+        rng.shuffle(choices)
+        items.append({'context': ' '.join(p[:k]), 'choices': choices, 'label': choices.index(' ' + p[k])})
+    (tmp_path / 'items.jsonl').write_text(''.join(json.dumps(i) + '\n' for i in items))
+    (tmp_path / 'task').mkdir()
+    (tmp_path / 'task' / 'nanogrow_mc.yaml').write_text(f"""task: nanogrow_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {tmp_path / 'items.jsonl'}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{context}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: label
+target_delimiter: ""
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+""")
+    ckpt = import_model(f"llama2c:{shared / 'models/stories260K/stories260K.bin'}")
+    export_hf(build(ckpt), str(tmp_path / 'hf'), tokenizer=ckpt['tokenizer'])
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1',
+           'HF_DATASETS_CACHE': str(tmp_path / 'datasets')}
+    p = subprocess.run([sys.executable, '-m', 'lm_eval', '--model', 'hf', '--model_args', f"pretrained={tmp_path / 'hf'},dtype=float32",
+                        '--tasks', 'nanogrow_mc', '--include_path', str(tmp_path / 'task'), '--device', 'cpu', '--batch_size', '8',
+                        '--output_path', str(tmp_path / 'results'), '--log_samples'], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    theirs = json.loads(next((tmp_path / 'results').rglob('results_*.json')).read_text())['results']['nanogrow_mc']
+    samples = sorted((json.loads(l) for l in next((tmp_path / 'results').rglob('samples_*.jsonl')).open()), key=lambda s: s['doc_id'])
+    p = subprocess.run([sys.executable, 'eval.py', 'mc', f"hf:{tmp_path / 'hf'}", '--file', str(tmp_path / 'items.jsonl'),
+                        '--json', '--device=cpu', '--dtype=float32'], cwd=repo, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ours = json.loads(p.stdout)
+    assert len(samples) == ours['n'] == 40
+    for s, pred in zip(samples, ours['predictions']):
+        assert max(abs(float(r[0][0]) - lp) for r, lp in zip(s['resps'], pred['logprobs'])) <= TOL
+    assert theirs['acc,none'] == ours['acc'] and theirs['acc_norm,none'] == ours['acc_norm']
+    assert ours['acc'] > 0.5  # the model knows its stories: chance is 0.25
