@@ -549,11 +549,11 @@ def main(argv=None):
             a, tok = ckpt['model_args'], ckpt['tokenizer']
             print(f"imported {args.spec}: {ckpt['param_counts']['unique']:,} params, n_layer={a['n_layer']} n_embd={a['n_embd']} "
                   f"n_head={a['n_head']}/{a['n_kv_head'] or a['n_head']} block_size={a['block_size']}, "
-                  f"tokenizer={tok['tokenizer'] if tok else 'none'} -> {args.out}")
+                  f"tokenizer={tok['tokenizer'] if tok else 'none'} -> {args.out}", file=sys.stderr)
         else:
             ckpt = load_any(args.ckpt)
             family = export_hf(build_model(ckpt), args.out, args.family, args.dtype, ckpt.get('tokenizer'))
-            print(f"exported {args.ckpt} as {family} ({args.dtype}) -> {args.out}")
+            print(f"exported {args.ckpt} as {family} ({args.dtype}) -> {args.out}", file=sys.stderr)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
 

@@ -250,7 +250,7 @@ def test_cli_roundtrip(tf, tmp_path, repo):
     assert r.returncode == 0, r.stderr
     r = run('export', tmp_path / 'neo.pt', '--out', tmp_path / 'out')
     assert r.returncode == 0, r.stderr
-    assert 'gpt_neo' in r.stdout
+    assert 'gpt_neo' in r.stderr and r.stdout == ''  # a status line, not a result: stderr
     r = run('export', tmp_path / 'neo.pt', '--out', tmp_path / 'out')  # re-export over our own output is fine
     assert r.returncode == 0, r.stderr
     back = tf.AutoModelForCausalLM.from_pretrained(str(tmp_path / 'out')).eval()
