@@ -415,9 +415,10 @@ def hf_tokenizer(meta):
 
 def tokenizer_files(meta, block_size):
     """The tokenizer files of an export: tokenizer.json, tokenizer_config.json (which also keeps tokenizer.py's meta,
-    so that importing the export restores the very same tokenizer) and, for llama2c, the tokenizer.bin itself."""
+    so that importing the export restores the very same tokenizer; the files of the export stand in for the meta's
+    tokenizer_json and llama2c path) and, for llama2c, the tokenizer.bin itself."""
     text, special = hf_tokenizer(meta)
-    own = {k: v for k, v in meta.items() if k not in ('path', 'tokenizer_json')}  # these two are files of the export
+    own = {k: v for k, v in meta.items() if k != 'tokenizer_json' and not (k == 'path' and meta['tokenizer'] == 'llama2c')}
     cfg = {'tokenizer_class': 'PreTrainedTokenizerFast', 'model_max_length': block_size,
            'clean_up_tokenization_spaces': False, **special, 'nanogrow_tokenizer': own}
     files = {'tokenizer.json': text.encode('utf-8'), 'tokenizer_config.json': json.dumps(cfg, indent=2).encode('utf-8')}

@@ -267,7 +267,8 @@ def tokenizer_case(kind, shared):
     if kind == 'char':
         text = (shared / 'data/tinyshakespeare/input.txt').read_text()
         chars = sorted(set(text))
-        meta = {'tokenizer': 'char', 'vocab_size': len(chars), 'chars': chars, 'eot': None, 'bos': None}
+        meta = {'tokenizer': 'char', 'vocab_size': len(chars), 'dtype': 'uint16', 'chars': chars, 'path': None, 'eot': None,
+                'bos': None, 'source': 'input.txt'}  # a prepare.py meta.json
         lines = text.splitlines()[:3000]
     elif kind == 'gpt2':
         meta, lines = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'eot': 50256, 'bos': None}, stories
