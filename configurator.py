@@ -11,7 +11,9 @@ default is None also takes None, and lists/dicts are Python literals. Values may
 """
 import ast
 import difflib
+import io
 import sys
+import tokenize
 from pathlib import Path
 
 BOOLS = {'True': True, 'true': True, 'False': False, 'false': False}
@@ -69,15 +71,49 @@ def unknown(key, valid, where):
     return ValueError(f"unknown config key {key!r} {where}{hint}")
 
 
+def key_comments(path, in_classes=False):
+    """{name: comment or None} for the `name = value  # comment` lines of a Python file: its top-level assignments,
+    or with in_classes the annotated fields of its classes (a config dataclass such as model.py's GPTConfig)."""
+    try:
+        src = Path(path).read_text()
+        tree = ast.parse(src)
+        comments = {t.start[0]: t.string.lstrip('#').strip()
+                    for t in tokenize.generate_tokens(io.StringIO(src).readline) if t.type == tokenize.COMMENT}
+    except (OSError, SyntaxError, ValueError, tokenize.TokenError):
+        return {}
+    nodes = [n for c in tree.body if isinstance(c, ast.ClassDef) for n in c.body] if in_classes else tree.body
+    first = {}  # a name's first assignment is its config line; later ones (train.py's per-process values) are code
+    for n in nodes:
+        if isinstance(n, ast.AnnAssign) or isinstance(n, ast.Assign) and len(n.targets) == 1:
+            t = n.targets[0] if isinstance(n, ast.Assign) else n.target
+            if isinstance(t, ast.Name):
+                first.setdefault(t.id, n.end_lineno)
+    return {name: comments.get(line) for name, line in first.items()}
+
+
+def print_help(defaults):
+    """The keys, their defaults and the comment each has in the script's config section (keys that come from a
+    config class of the project, like train.py's model keys, take the comment of its field)."""
+    script = Path(sys.argv[0]).resolve()
+    notes = key_comments(script)
+    for m in list(sys.modules.values()):  # the project's modules the script imported: keys it takes from their classes
+        f = getattr(m, '__file__', None)
+        if f and Path(f).resolve().parent == script.parent:
+            notes = {**key_comments(f, in_classes=True), **notes}
+    print(f"usage: python {script.name} [config/file.py ...] [--key=value ...]\nkeys, defaults and what they mean:")
+    shown = {k: f"--{k}={v!r}" for k, v in defaults.items()}
+    width = min(40, max(map(len, shown.values())))
+    for k, text in shown.items():
+        print(f"  {text:{width}}  {notes[k]}" if notes.get(k) else f"  {text}")
+
+
 def resolve(defaults, argv, types=None):
     """Apply config files and --key=value args (in order) to a copy of defaults.
     Returns (config, explicit): the resolved dict and the keys the user set. Raises ValueError."""
     types, config, explicit = types or {}, dict(defaults), []
     for arg in argv:
         if arg in ('-h', '--help'):
-            print(f"usage: python {Path(sys.argv[0]).name} [config/file.py ...] [--key=value ...]\nkeys and defaults:")
-            for k, v in defaults.items():
-                print(f"  --{k}={v!r}")
+            print_help(defaults)
             sys.exit(0)
         if not arg.startswith('--'):
             path = Path(arg)

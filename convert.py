@@ -6,11 +6,13 @@ init_from='hf:...' or 'llama2c:...'):
 $ python convert.py import hf:path/to/hf_dir --out gpt2.pt          # GPT-2, GPT-Neo, Llama-family
 $ python convert.py import llama2c:../shared/models/stories260K/stories260K.bin --out s260k.pt
 Export any nanogrow checkpoint (tied layers, LoRA, IA3 and low-rank factors merged first) as a
-Hugging Face directory that transformers loads with AutoModelForCausalLM.from_pretrained:
+Hugging Face directory that transformers loads with AutoModelForCausalLM.from_pretrained, with its
+tokenizer (tokenizer.json; AutoTokenizer encodes exactly as tokenizer.py does):
 $ python convert.py export out/last.pt --out hf_dir [--family auto|gpt2|gpt_neo|llama] [--dtype float32]
 
 Importing reads config.json and the weight files directly (json + safetensors / torch.load), so it
-needs no transformers; safetensors is needed for .safetensors files and for export.
+needs no transformers; safetensors is needed for .safetensors files and for export, tokenizers
+for exporting a tokenizer.
 """
 import argparse
 import json
@@ -30,7 +32,9 @@ FAMILIES = ('gpt2', 'gpt_neo', 'llama')
 GPT2_TOKENIZER = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'eot': 50256, 'bos': None}
 # buffers some transformers versions saved alongside the weights; they carry no parameters
 IGNORED_SUFFIXES = ('.attn.bias', '.attn.masked_bias', '.attention.bias', '.attention.masked_bias', 'rotary_emb.inv_freq')
-EXPORT_FILES = ('config.json', 'generation_config.json', 'model.safetensors')
+# tokenizer.bin: a llama2.c tokenizer travels as its own file too, so that importing the export restores it exactly
+EXPORT_FILES = ('config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json',
+                'tokenizer.bin')
 
 
 def _safetensors():
@@ -231,10 +235,8 @@ def import_hf(name):
     extra = [k for k in hf if k not in used and not k.endswith(IGNORED_SUFFIXES) and k != 'lm_head.weight']
     if extra:
         raise ValueError(f"{d}: unexpected tensor {extra[0]} for a {family} model with this config.json")
-    tok = None
-    if family in ('gpt2', 'gpt_neo') and args['vocab_size'] >= GPT2_TOKENIZER['vocab_size']:
-        tok = dict(GPT2_TOKENIZER)
-    return args, sd, tok
+    gpt2_sized = family in ('gpt2', 'gpt_neo') and args['vocab_size'] >= GPT2_TOKENIZER['vocab_size']
+    return args, sd, import_tokenizer(d, c, dict(GPT2_TOKENIZER) if gpt2_sized else None)
 
 
 def import_llama2c(path, tok_path=None):
@@ -322,11 +324,9 @@ def hf_config(c, family, tok):
                 'num_hidden_layers': c.n_layer, 'num_attention_heads': c.n_head, 'num_key_value_heads': c.n_kv_head or c.n_head,
                 'head_dim': hd, 'hidden_act': 'silu', 'max_position_embeddings': c.block_size, 'rms_norm_eps': c.norm_eps,
                 'rope_theta': c.rope_theta, 'attention_bias': bool(qkv_bias or c.bias), 'mlp_bias': c.bias}
-    need(c.bias, 'bias', c.bias, f"{family} has LayerNorm and projection biases")
     need(c.n_kv_head in (None, c.n_head), 'n_kv_head', c.n_kv_head, f"{family} has no grouped-query attention")
     base = {**common, 'activation_function': gelu[c.mlp], 'layer_norm_epsilon': c.norm_eps}
     if family == 'gpt2':
-        need(qkv_bias, 'qkv_bias', c.qkv_bias, 'GPT-2 has q/k/v biases')
         need(not any(windows), 'attn_window', c.attn_window, 'GPT-2 has no local attention; use gpt_neo')
         need(c.attn_scale in (None, 1.0) or abs(c.attn_scale - hd ** -0.5) < 1e-9, 'attn_scale', c.attn_scale,
              'GPT-2 scales by 1/sqrt(head_dim) or not at all')
@@ -343,6 +343,125 @@ def hf_config(c, family, tok):
             'attention_dropout': c.dropout, 'resid_dropout': c.dropout, 'embed_dropout': c.dropout}
 
 
+# -----------------------------------------------------------------------------
+# tokenizers: each tokenizer.py kind as a Hugging Face tokenizer.json that encodes to the same ids, and back
+
+
+def byte_level_alphabet():
+    """GPT-2's printable stand-in character for each byte, in which byte-level BPE vocabularies spell their tokens
+    (Language Models are Unsupervised Multitask Learners, 2019)."""
+    printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
+    shifted = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + i) for i, b in enumerate(shifted)}}
+
+
+def tiktoken_merges(ranks):
+    """tiktoken's ranks (token bytes -> rank) -> the merges, in rank order. tiktoken merges the lowest-ranked pair
+    first, so a token's merge is the two parts that BPE with only the lower ranks leaves of it."""
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        parts = [token[i:i + 1] for i in range(len(token))]
+        while len(parts) > 2:
+            i = min(range(len(parts) - 1), key=lambda i: ranks.get(parts[i] + parts[i + 1], rank))
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        if len(parts) == 2:
+            merges.append(tuple(parts))
+    return merges
+
+
+def hf_tokenizer(meta):
+    """tokenizer.py's meta -> (tokenizer.json text, its special tokens for tokenizer_config.json)."""
+    from tokenizer import get_tokenizer
+    try:
+        from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    except ImportError:
+        raise ValueError("the tokenizers package is needed to export a tokenizer: pip install tokenizers") from None
+    kind = meta.get('tokenizer')
+    if kind == 'bpe':  # already a Hugging Face tokenizer
+        eot = meta.get('eot')
+        return meta['tokenizer_json'], {} if eot is None else {'eos_token': Tokenizer.from_str(meta['tokenizer_json']).id_to_token(eot)}
+    t = get_tokenizer(meta)  # raises the project's clear errors (unknown kind, missing files, GPT-2 BPE offline)
+    if kind == 'char':  # a BPE without merges: one token per character
+        tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(meta['chars'])}, merges=[]))
+        tok.decoder = decoders.Fuse()
+        return tok.to_str(), {}
+    if kind == 'gpt2':
+        import tiktoken
+        enc = tiktoken.get_encoding('gpt2')
+        ranks = {enc.decode_single_token_bytes(i): i for i in range(enc.n_vocab) if i != enc.eot_token}
+        spell = byte_level_alphabet()
+        word = lambda b: ''.join(spell[x] for x in b)
+        tok = Tokenizer(models.BPE(vocab={word(b): i for b, i in ranks.items()},
+                                   merges=[(word(a), word(b)) for a, b in tiktoken_merges(ranks)]))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's split regex, as tiktoken's
+        tok.decoder = decoders.ByteLevel()
+        tok.add_special_tokens([AddedToken('<|endoftext|>', special=True)])  # id 50256, after the BPE tokens
+        return tok.to_str(), {'bos_token': '<|endoftext|>', 'eos_token': '<|endoftext|>'}
+    # llama2c: sentencepiece BPE with byte fallback, as Hugging Face writes Llama tokenizers; '▁' marks a space
+    sp = lambda piece: piece.replace(' ', '\u2581')
+    names = {t.unk: '<unk>', t.bos: '<s>', t.eot: '</s>'}  # the file stores '\n<s>\n' and '\n</s>\n'
+    vocab = {names.get(i) or sp(p.decode('utf-8')): i for i, p in enumerate(t.pieces)}
+    # sentencepiece merges the adjacent pair whose merged piece scores highest: every split of a piece into two
+    # pieces is a merge, ranked by the piece's score
+    by_score = sorted(t.ids, key=lambda p: -t.scores[t.ids[p]])
+    merges = [(sp(p[:k]), sp(p[k:])) for p in by_score for k in range(1, len(p)) if p[:k] in t.ids and p[k:] in t.ids]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token='<unk>', fuse_unk=True, byte_fallback=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend('\u2581'), normalizers.Replace(' ', '\u2581')])  # dummy prefix
+    tok.decoder = decoders.Sequence([decoders.Replace('\u2581', ' '), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(' ', 1, 0)])
+    tok.add_special_tokens([AddedToken(n, special=True, normalized=False) for n in names.values()])
+    return tok.to_str(), {'bos_token': '<s>', 'eos_token': '</s>', 'unk_token': '<unk>'}
+
+
+def tokenizer_files(meta, block_size):
+    """The tokenizer files of an export: tokenizer.json, tokenizer_config.json (which also keeps tokenizer.py's meta,
+    so that importing the export restores the very same tokenizer; the files of the export stand in for the meta's
+    tokenizer_json and llama2c path) and, for llama2c, the tokenizer.bin itself."""
+    text, special = hf_tokenizer(meta)
+    own = {k: v for k, v in meta.items() if k != 'tokenizer_json' and not (k == 'path' and meta['tokenizer'] == 'llama2c')}
+    cfg = {'tokenizer_class': 'PreTrainedTokenizerFast', 'model_max_length': block_size,
+           'clean_up_tokenization_spaces': False, **special, 'nanogrow_tokenizer': own}
+    files = {'tokenizer.json': text.encode('utf-8'), 'tokenizer_config.json': json.dumps(cfg, indent=2).encode('utf-8')}
+    if meta['tokenizer'] == 'llama2c':
+        with open(meta['path'], 'rb') as f:
+            files['tokenizer.bin'] = f.read()
+    return files
+
+
+def import_tokenizer(d, c, default=None):
+    """The tokenizer of a Hugging Face directory as tokenizer.py's meta: a nanogrow export's own meta restored; else
+    `default` (GPT-2's BPE for GPT-2 sized models, as data prepared with tiktoken has it); else the tokenizer.json it
+    ships as a 'bpe' tokenizer (bos/eot from config.json); else None."""
+    cfg_path, json_path = os.path.join(d, 'tokenizer_config.json'), os.path.join(d, 'tokenizer.json')
+    own = None
+    if os.path.exists(cfg_path):
+        try:
+            with open(cfg_path, encoding='utf-8') as f:
+                own = json.load(f).get('nanogrow_tokenizer')
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise ValueError(f"{cfg_path}: unreadable ({type(e).__name__})")
+    if own and own.get('tokenizer') == 'llama2c':
+        return {**own, 'path': os.path.abspath(os.path.join(d, 'tokenizer.bin'))}
+    if own and own.get('tokenizer') != 'bpe':
+        return own
+    if not own and (default or not os.path.exists(json_path)):
+        return default
+    with open(json_path, encoding='utf-8') as f:
+        text = f.read()
+    if own:
+        return {**own, 'tokenizer_json': text}
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise ValueError(f"{d} ships a tokenizer.json; reading it needs the tokenizers package: pip install tokenizers") from None
+    try:
+        vocab_size = Tokenizer.from_str(text).get_vocab_size()
+    except Exception as e:  # tokenizers raises its own Exception type for malformed files
+        raise ValueError(f"{json_path}: not a tokenizer.json tokenizers can read ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+    return {'tokenizer': 'bpe', 'tokenizer_json': text, 'vocab_size': vocab_size,
+            'bos': c.get('bos_token_id'), 'eot': c.get('eos_token_id')}
+
+
 def export_hf(model, out_dir, family='auto', dtype='float32', tokenizer=None):
     """Write a GPT (any config) as a HF directory of the given family; returns the family."""
     st = _safetensors()
@@ -355,6 +474,7 @@ def export_hf(model, out_dir, family='auto', dtype='float32', tokenizer=None):
         raise ValueError(f"unknown family {family!r} (use auto, {', '.join(FAMILIES)})")
     cfg = hf_config(c, family, tokenizer)
     cfg['torch_dtype'] = dtype
+    tok_files = tokenizer_files(tokenizer, c.block_size) if tokenizer else {}
     sd = model.state_dict()
     hd, kv = c.n_embd // c.n_head, (c.n_kv_head or c.n_head) * (c.n_embd // c.n_head)
     if family == 'llama' and c.rope_layout == 'interleaved':
@@ -364,13 +484,17 @@ def export_hf(model, out_dir, family='auto', dtype='float32', tokenizer=None):
         perm_qkv = torch.cat([perm(c.n_head), c.n_embd + perm(kv // hd), c.n_embd + kv + torch.arange(kv)])
         for k in [k for k in sd if k.endswith('attn.c_attn.weight') or k.endswith('attn.c_attn.bias')]:
             sd[k] = sd[k][perm_qkv]
+    def hf_has(bias):  # whether the family's model has this bias tensor
+        if family == 'llama':
+            return cfg['mlp_bias'] if '.mlp.' in bias else cfg['attention_bias']
+        return family == 'gpt2' or not bias.endswith('attn.c_attn.bias')  # GPT-Neo: no q/k/v biases
     out = {}
     for nk, hks, how in name_map(family, c.n_layer):
         if nk == 'lm_head.weight' and c.tie_embeddings:
             continue  # HF re-ties it on load
         if nk not in sd:
-            if family == 'llama' and nk.endswith('.bias') and (cfg['mlp_bias'] if '.mlp.' in nk else cfg['attention_bias']):
-                sd[nk] = torch.zeros(sd[nk[:-4] + 'weight'].shape[0])  # HF has this bias, nanogrow doesn't: zero
+            if nk.endswith('.bias') and hf_has(nk):
+                sd[nk] = torch.zeros(sd[nk[:-4] + 'weight'].shape[0])  # HF has this bias, the model (bias=False) doesn't: zero
             else:
                 continue
         t = sd[nk]
@@ -387,6 +511,9 @@ def export_hf(model, out_dir, family='auto', dtype='float32', tokenizer=None):
         if cfg['eos_token_id'] is not None:
             with open(os.path.join(tmp, 'generation_config.json'), 'w') as f:
                 json.dump({'bos_token_id': cfg['bos_token_id'], 'eos_token_id': cfg['eos_token_id']}, f, indent=2)
+        for fn, data in tok_files.items():
+            with open(os.path.join(tmp, fn), 'wb') as f:
+                f.write(data)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp (and safetensors) make private files; an export is for sharing
@@ -423,11 +550,11 @@ def main(argv=None):
             a, tok = ckpt['model_args'], ckpt['tokenizer']
             print(f"imported {args.spec}: {ckpt['param_counts']['unique']:,} params, n_layer={a['n_layer']} n_embd={a['n_embd']} "
                   f"n_head={a['n_head']}/{a['n_kv_head'] or a['n_head']} block_size={a['block_size']}, "
-                  f"tokenizer={tok['tokenizer'] if tok else 'none'} -> {args.out}")
+                  f"tokenizer={tok['tokenizer'] if tok else 'none'} -> {args.out}", file=sys.stderr)
         else:
             ckpt = load_any(args.ckpt)
             family = export_hf(build_model(ckpt), args.out, args.family, args.dtype, ckpt.get('tokenizer'))
-            print(f"exported {args.ckpt} as {family} ({args.dtype}) -> {args.out}")
+            print(f"exported {args.ckpt} as {family} ({args.dtype}) -> {args.out}", file=sys.stderr)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
 

@@ -314,15 +314,14 @@ def cmd_sweep(args):
         print(f"{len(rows)} maps over {n_src} source layers, {rows[0]['tokens']:,} tokens each; base ppl {base_score['ppl']:.3f}")
         for r in rows[:5] + ([None] if len(rows) > 10 else []) + rows[max(5, len(rows) - 5):]:
             print("  ..." if r is None else f"  {r['ppl']:9.3f}  [{','.join(map(str, r['map']))}]  {r['label']}")
-        print(f"wrote {args.out}")
+    print(f"wrote {args.out}", file=sys.stderr)
     plt = pyplot()
     if plt:
         shown = rows[:args.plot_rows]
         title = f"{args.checkpoint}: layer maps, no training" + (f" (best {len(shown)} of {len(rows)})" if len(shown) < len(rows) else "")
         png = os.path.splitext(args.out)[0] + '.png'
         plot_sweep(shown, n_src, base_score['ppl'], title, png, plt)
-        if not args.json:
-            print(f"wrote {png}")
+        print(f"wrote {png}", file=sys.stderr)
 
 # -----------------------------------------------------------------------------
 # mc: multiple choice by log-likelihood, lm-eval style

@@ -142,7 +142,7 @@ else:
     ddp_rank, ddp_local_rank, ddp_world_size = 0, 0, 1
 master_process = ddp_rank == 0  # does logging and checkpointing
 write_files = master_process and not eval_only
-say = tqdm.write if master_process else (lambda *a, **k: None)
+say = (lambda msg: tqdm.write(msg, file=sys.stderr)) if master_process else (lambda msg: None)  # diagnostics: stderr
 for k in explicit:
     say(f"config: {k} = {config[k]!r}")
 if gradient_accumulation_steps % ddp_world_size:  # round up, as few micro-steps as possible per process

@@ -1,7 +1,10 @@
 """configurator.py: the nanoGPT config contract with checked keys and types."""
+import subprocess
+import sys
+
 import pytest
 
-from configurator import resolve
+from configurator import key_comments, resolve
 
 DEFAULTS = dict(batch_size=12, learning_rate=6e-4, compile=False, init_from='scratch', layer_map=None,
                 grow_options={}, lowrank_attn=0, out_dir='out')
@@ -37,3 +40,31 @@ def test_configurator_unknown_keys(tmp_path):
         resolve(DEFAULTS, [str(bad)])
 
 
+
+
+def test_key_comments(tmp_path):
+    script = tmp_path / 'script.py'
+    script.write_text("""a = 1  # the first key
+b = '#not a comment'
+c = [1,
+     2]  # a list over two lines
+a = a * 2  # later code, not the config line
+
+
+class Config:
+    d: int = 4  # a field
+""")
+    assert key_comments(script) == {'a': 'the first key', 'b': None, 'c': 'a list over two lines'}
+    assert key_comments(script, in_classes=True) == {'d': 'a field'}
+    assert key_comments(tmp_path / 'missing.py') == {}
+
+
+def test_help_shows_each_keys_comment(repo):
+    p = subprocess.run([sys.executable, 'train.py', '--help'], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stderr == ''
+    lines = {line.split('=')[0].strip(): line for line in p.stdout.splitlines() if line.startswith('  --')}
+    assert 'evaluate once, print, exit' in lines['--eval_only']
+    assert 'GLOBAL micro-steps' in lines['--gradient_accumulation_steps']  # the config line's, not later code's
+    assert "None = the dataset's" in lines['--vocab_size']  # train.py's own comment over model.py's
+    assert 'grouped-query attention' in lines['--n_kv_head']  # a model key: GPTConfig's field comment
+    assert len(lines) > 60

@@ -124,9 +124,21 @@ def test_export_grown_by_duplication(tf, tmp_path):
     assert json.load(open(tmp_path / 'out' / 'config.json'))['num_hidden_layers'] == 4
 
 
+def test_export_bias_free_quick_start_model(tf, repo, tmp_path):
+    # the README quick-start model (config/train_shakespeare_char.py: bias=False); GPT-2 and GPT-Neo get zero biases
+    scope = {}
+    exec((repo / 'config/train_shakespeare_char.py').read_text(), scope)
+    shape = {k: scope[k] for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias')}
+    assert shape['bias'] is False
+    for family, extra in (('gpt2', {}), ('gpt_neo', dict(attn_scale=1.0, attn_window=[0, 8, 0, 8]))):
+        m = randomize(GPT(GPTConfig(vocab_size=V, **shape, **extra)))
+        got, diff = roundtrip(tf, m, tmp_path / family)
+        assert got == family and diff <= TOL
+
+
 def test_export_unrepresentable(tmp_path):
-    m = GPT(GPTConfig(vocab_size=V, block_size=32, n_layer=1, n_head=2, n_embd=16, qkv_bias=False))
-    with pytest.raises(ValueError, match='qkv_bias'):
+    m = GPT(GPTConfig(vocab_size=V, block_size=32, n_layer=1, n_head=4, n_embd=16, n_kv_head=2))
+    with pytest.raises(ValueError, match='n_kv_head'):
         export_hf(m, str(tmp_path / 'a'), 'gpt2')
     m = GPT(GPTConfig(vocab_size=V, block_size=32, n_layer=1, n_head=2, n_embd=16, pos='rope'))
     with pytest.raises(ValueError, match="pos='rope'"):
@@ -238,7 +250,7 @@ def test_cli_roundtrip(tf, tmp_path, repo):
     assert r.returncode == 0, r.stderr
     r = run('export', tmp_path / 'neo.pt', '--out', tmp_path / 'out')
     assert r.returncode == 0, r.stderr
-    assert 'gpt_neo' in r.stdout
+    assert 'gpt_neo' in r.stderr and r.stdout == ''  # a status line, not a result: stderr
     r = run('export', tmp_path / 'neo.pt', '--out', tmp_path / 'out')  # re-export over our own output is fine
     assert r.returncode == 0, r.stderr
     back = tf.AutoModelForCausalLM.from_pretrained(str(tmp_path / 'out')).eval()
@@ -246,3 +258,122 @@ def test_cli_roundtrip(tf, tmp_path, repo):
     with torch.no_grad():
         assert (back(x).logits - hf(x).logits).abs().max().item() <= TOL
     assert sorted(os.listdir(tmp_path)) == ['hf', 'neo.pt', 'out']  # no temp dirs left behind
+
+
+def tokenizer_case(kind, shared):
+    """(meta, encode) for each tokenizer kind, and real text lines for it."""
+    from tokenizer import get_tokenizer
+    stories = [l for l in (shared / 'data/tinystories/valid.txt').read_text().splitlines() if l.strip()][:3000]
+    if kind == 'char':
+        text = (shared / 'data/tinyshakespeare/input.txt').read_text()
+        chars = sorted(set(text))
+        meta = {'tokenizer': 'char', 'vocab_size': len(chars), 'dtype': 'uint16', 'chars': chars, 'path': None, 'eot': None,
+                'bos': None, 'source': 'input.txt'}  # a prepare.py meta.json
+        lines = text.splitlines()[:3000]
+    elif kind == 'gpt2':
+        meta, lines = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'eot': 50256, 'bos': None}, stories
+    elif kind == 'llama2c':
+        meta = {'tokenizer': 'llama2c', 'path': str(shared / 'models/stories260K/tok512.bin'), 'vocab_size': 512, 'bos': 1, 'eot': 2}
+        lines = stories
+    else:  # a byte-level BPE trained with tokenizers, as data prepared with --vocab_size has
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.train_from_iterator(stories[1000:], trainers.BpeTrainer(vocab_size=400, special_tokens=['<|endoftext|>'], show_progress=False,
+                                                                    initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        meta = {'tokenizer': 'bpe', 'tokenizer_json': tok.to_str(), 'vocab_size': tok.get_vocab_size(), 'eot': 0, 'bos': None}
+        lines = stories[:1000] + [l + ' café ☃ 日本' for l in stories[:20]]  # unseen text and unseen characters
+        return meta, lambda s: tok.encode(s, add_special_tokens=False).ids, lines + ['\n'.join(lines[:100])]
+    return meta, get_tokenizer(meta).encode, lines + ['\n'.join(lines[:100])]
+
+
+@pytest.mark.parametrize('kind', ['char', 'gpt2', 'llama2c', 'bpe'])
+def test_export_carries_its_tokenizer(tf, shared, tmp_path, kind):
+    """AutoTokenizer loads the export and encodes real text to the project's ids, decodes them back to the text;
+    importing the export restores the tokenizer."""
+    meta, encode, lines = tokenizer_case(kind, shared)
+    out = tmp_path / 'out'
+    export_hf(GPT(GPTConfig(vocab_size=meta['vocab_size'], block_size=32, n_layer=1, n_head=2, n_embd=16)), str(out), tokenizer=meta)
+    hf_tok = tf.AutoTokenizer.from_pretrained(str(out))
+    ids = [encode(line) for line in lines]
+    assert hf_tok(lines).input_ids == ids  # the default adds no special tokens, as tokenizer.py's encode
+    assert hf_tok.batch_decode(ids) == lines
+    back = import_model(f'hf:{out}')['tokenizer']
+    if kind == 'llama2c':  # the tokenizer file travels with the export
+        assert (out / 'tokenizer.bin').read_bytes() == open(meta['path'], 'rb').read()
+        meta = {**meta, 'path': str(out / 'tokenizer.bin')}
+    assert back == meta
+    if kind == 'bpe':  # a tokenizer.json from elsewhere becomes a 'bpe' tokenizer, bos/eot from config.json
+        cfg = json.loads((out / 'tokenizer_config.json').read_text())
+        del cfg['nanogrow_tokenizer']
+        (out / 'tokenizer_config.json').write_text(json.dumps(cfg))
+        assert import_model(f'hf:{out}')['tokenizer'] == {**meta, 'bos': 0}  # GPT-2 style: bos = eos
+
+
+def test_sample_from_an_export(tf, shared, tmp_path, repo):
+    """sample.py --init_from=hf:DIR on an export of stories260K samples what the original does."""
+    from convert import main
+    model = f"llama2c:{shared / 'models/stories260K/stories260K.bin'}"
+    save = tmp_path / 's260k.pt'
+    main(['import', model, '--out', str(save)])
+    main(['export', str(save), '--out', str(tmp_path / 'hf')])
+    outs = []
+    for spec in (model, f"hf:{tmp_path / 'hf'}"):
+        p = subprocess.run([sys.executable, 'sample.py', f'--init_from={spec}', '--start=Once upon a time', '--num_samples=1',
+                            '--max_new_tokens=30', '--temperature=0', '--device=cpu'], cwd=repo, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        outs.append(p.stdout)
+    assert outs[0] == outs[1] and outs[0].startswith('Once upon a time')
+
+
+def test_lm_eval_on_an_export_equals_eval_mc(tf, shared, tmp_path, repo):
+    """lm-eval-harness (lm_eval --model hf) on an exported stories260K, offline with a local multiple-choice task,
+    scores the same items as eval.py mc: same acc and acc_norm, per-choice log-likelihoods within 1e-4."""
+    pytest.importorskip('lm_eval')
+    import random
+    rng = random.Random(0)
+    paras = [p.split() for p in (shared / 'data/tinystories/valid.txt').read_text().split('\n\n') if p.strip()]
+    words = sorted({w for p in paras[:200] for w in p if w.isalpha()})
+    items = []
+    for p in paras[:40]:  # context: a story's first words; choices: its next word and three random words
+        k = rng.randrange(4, min(20, len(p) - 1))
+        choices = [' ' + w for w in [p[k]] + rng.sample([w for w in words if w != p[k]], 3)]
+        rng.shuffle(choices)
+        items.append({'context': ' '.join(p[:k]), 'choices': choices, 'label': choices.index(' ' + p[k])})
+    (tmp_path / 'items.jsonl').write_text(''.join(json.dumps(i) + '\n' for i in items))
+    (tmp_path / 'task').mkdir()
+    (tmp_path / 'task' / 'nanogrow_mc.yaml').write_text(f"""task: nanogrow_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {tmp_path / 'items.jsonl'}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{context}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: label
+target_delimiter: ""
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+""")
+    ckpt = import_model(f"llama2c:{shared / 'models/stories260K/stories260K.bin'}")
+    export_hf(build(ckpt), str(tmp_path / 'hf'), tokenizer=ckpt['tokenizer'])
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1',
+           'HF_DATASETS_CACHE': str(tmp_path / 'datasets')}
+    p = subprocess.run([sys.executable, '-m', 'lm_eval', '--model', 'hf', '--model_args', f"pretrained={tmp_path / 'hf'},dtype=float32",
+                        '--tasks', 'nanogrow_mc', '--include_path', str(tmp_path / 'task'), '--device', 'cpu', '--batch_size', '8',
+                        '--output_path', str(tmp_path / 'results'), '--log_samples'], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    theirs = json.loads(next((tmp_path / 'results').rglob('results_*.json')).read_text())['results']['nanogrow_mc']
+    samples = sorted((json.loads(l) for l in next((tmp_path / 'results').rglob('samples_*.jsonl')).open()), key=lambda s: s['doc_id'])
+    p = subprocess.run([sys.executable, 'eval.py', 'mc', f"hf:{tmp_path / 'hf'}", '--file', str(tmp_path / 'items.jsonl'),
+                        '--json', '--device=cpu', '--dtype=float32'], cwd=repo, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ours = json.loads(p.stdout)
+    assert len(samples) == ours['n'] == 40
+    for s, pred in zip(samples, ours['predictions']):
+        assert max(abs(float(r[0][0]) - lp) for r, lp in zip(s['resps'], pred['logprobs'])) <= TOL
+    assert theirs['acc,none'] == ours['acc'] and theirs['acc_norm,none'] == ours['acc_norm']
+    assert ours['acc'] > 0.5  # the model knows its stories: chance is 0.25

@@ -160,16 +160,16 @@ def test_sigterm_saves_a_loadable_checkpoint(repo, data, tmp_path):
 
 def test_compile(repo, data, tmp_path):
     p = train(repo, data, tmp_path, '--compile=True', '--max_iters=2', '--eval_iters=1')
-    if 'torch.compile failed' in p.stdout:
+    if 'torch.compile failed' in p.stderr:
         pytest.skip('torch.compile is unavailable here (train.py fell back to eager): '
-                    + p.stdout.split('torch.compile failed')[1].splitlines()[0])
+                    + p.stderr.split('torch.compile failed')[1].splitlines()[0])
     assert len(records(tmp_path, 'train')) == 2 and all(math.isfinite(r['loss']) for r in records(tmp_path, 'train'))
 
 
 def test_compile_failure_falls_back_to_eager(repo, data, tmp_path):
     env = {'CXX': '/bin/false', 'TORCHINDUCTOR_CACHE_DIR': str(tmp_path / 'inductor')}  # inductor cannot build kernels
     p = train(repo, data, tmp_path, '--compile=True', '--max_iters=1', '--eval_iters=1', env=env)
-    if 'torch.compile failed' not in p.stdout:
+    if 'torch.compile failed' not in p.stderr:
         pytest.skip('could not make torch.compile fail with CXX=/bin/false here')
     assert len(records(tmp_path, 'train')) == 1
 
@@ -236,3 +236,20 @@ def test_fsdp_matches_single_process_across_growth_and_resumes_on_fewer_processe
     ckpt = load_any(tmp_path / 'fsdp')  # the sharded checkpoint, gathered for the other scripts
     assert ckpt['iter_num'] == 8 and ckpt['model_args']['n_layer'] == 4
     assert build_model(ckpt).param_counts() == ckpt['param_counts']
+
+
+def test_readme_torchrun_command(repo, data, tmp_path):
+    """README's DDP command as written, with 2 processes (config/ts_base.py's gradient_accumulation_steps=1 is fewer than
+    the processes: rounded up, with a note) and small overrides appended."""
+    documented = 'torchrun --standalone --nproc_per_node=8 train.py config/ts_base.py'
+    assert documented in (repo / 'README.md').read_text()
+    torchrun = shutil.which('torchrun', path=str(Path(sys.executable).parent)) or shutil.which('torchrun')
+    if torchrun is None:
+        pytest.skip('no torchrun next to this python')
+    cmd = [torchrun, *documented.replace('=8', '=2').split()[1:]]
+    tiny = [a for a in TINY if not a.startswith('--gradient_accumulation_steps')]
+    p = subprocess.run([*cmd, f'--data_dir={data}', f'--out_dir={tmp_path}', '--vocab_size=None', *tiny, '--max_iters=2', '--log_interval=1'],
+                       cwd=repo, env=ENV, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert 'note: gradient_accumulation_steps=1 does not divide among 2 processes; using 1 per process' in p.stderr
+    assert [r['iter'] for r in records(tmp_path, 'train')] == [0, 1] and p.stdout == ''
