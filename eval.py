@@ -42,14 +42,13 @@ def load_model(spec, device):
 def load_tokens(data, split, meta):
     """Token ids of `data` -> (ids, tokenizer meta): a prepared dir's {split}.bin with its meta.json, or a raw text
     file encoded with `meta`'s tokenizer."""
-    from tokenizer import get_tokenizer
+    from tokenizer import get_tokenizer, tokenizer_mismatch
     from tokens import TokenData
     if os.path.isdir(data):
         tokens = TokenData(data, splits=(split,))
         data_meta = tokens.meta or {}
-        if meta and any(meta.get(k) != data_meta.get(k) for k in ('tokenizer', 'vocab_size', 'chars')):
-            raise ValueError(f"{data} uses the {data_meta.get('tokenizer')} tokenizer (vocab {data_meta.get('vocab_size')}) "
-                             f"but the checkpoint was trained with {meta.get('tokenizer')} (vocab {meta.get('vocab_size')})")
+        if meta and tokenizer_mismatch(data_meta, meta):
+            raise ValueError(f"{data} was tokenized differently from the checkpoint's training data ({tokenizer_mismatch(data_meta, meta)})")
         return tokens.tokens(split), data_meta or None
     if not os.path.isfile(data):
         raise FileNotFoundError(f"--data {data}: no such file or directory")

@@ -36,6 +36,15 @@ def load_meta(data_dir):
     return meta
 
 
+def tokenizer_mismatch(a, b):
+    """None if tokenizer metas a and b encode text the same way, else what differs (for an error message)."""
+    for key, what in (('tokenizer', 'kind'), ('chars', 'character vocabulary'), ('tokenizer_json', 'trained vocabulary'),
+                      ('vocab_size', 'vocab_size')):
+        if a.get(key) != b.get(key):
+            return what if key in ('chars', 'tokenizer_json') else f"{what} {a.get(key)!r} vs {b.get(key)!r}"
+    return None
+
+
 def train_bpe(texts, vocab_size, length=None, progress=False):
     """
     Train a byte-level BPE (GPT-2's byte alphabet and pre-tokenizer; Language Models are Unsupervised Multitask
@@ -92,7 +101,8 @@ def get_tokenizer(meta):
         tok.encode_special_tokens = True  # as gpt2's encode_ordinary: a literal '<|endoftext|>' in text stays text
         return SimpleNamespace(encode=lambda s: tok.encode(s, add_special_tokens=False).ids,
                                decode=lambda ids: tok.decode(ids, skip_special_tokens=False),
-                               vocab_size=tok.get_vocab_size(), eot=tok.token_to_id(BPE_EOT), bos=None)
+                               vocab_size=tok.get_vocab_size(), bos=meta.get('bos'),
+                               eot=meta['eot'] if meta.get('eot') is not None else tok.token_to_id(BPE_EOT))
     raise ValueError(f"unknown tokenizer {kind!r} in meta (expected 'char', 'gpt2', 'llama2c' or 'bpe')")
 
 

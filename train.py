@@ -36,6 +36,7 @@ from checkpoint import build_model, load_any, make_checkpoint, run_checkpoint, s
 from configurator import resolve
 from device import choose
 from model import ADAPTABLE_KEYS, GPT, GPTConfig
+from tokenizer import tokenizer_mismatch
 from tokens import TokenData, rng_seed
 
 # -----------------------------------------------------------------------------
@@ -201,8 +202,9 @@ try:
         if init_from == 'resume':
             iter_num, best_val_loss, growths = ckpt['iter_num'], ckpt['best_val_loss'], ckpt['growths']
             torch.set_rng_state(ckpt['rng']['torch'])
-        if ckpt['tokenizer'] and meta and any(ckpt['tokenizer'].get(k) != meta.get(k) for k in ('tokenizer', 'chars')):
-            raise ValueError(f"{data_dir} uses the {meta['tokenizer']!r} tokenizer, the checkpoint {ckpt['tokenizer']['tokenizer']!r}")
+        if ckpt['tokenizer'] and meta and tokenizer_mismatch(meta, ckpt['tokenizer']):
+            raise ValueError(f"{data_dir} was tokenized differently from the checkpoint's training data "
+                             f"({tokenizer_mismatch(meta, ckpt['tokenizer'])})")
     if meta and meta['vocab_size'] > raw_model.config.vocab_size:
         raise ValueError(f"the dataset's vocab_size {meta['vocab_size']} exceeds the model's {raw_model.config.vocab_size}")
     for split in ('train', 'val'):
