@@ -8,22 +8,31 @@ $ python grow.py --method map --map "a:0-5,b:3-7" --out out/fm.pt a.pt b.pt     
 $ python grow.py --method map --yaml slices.yml --out out/fm.pt                   # mergekit passthrough
 $ python grow.py --method width --factor 2 --out out/wide.pt a.pt                 # Net2Net, exact
 
-Library: grow(sources, method, **options) -> checkpoint dict (sources are loaded checkpoint dicts).
-Sources are first made plain (tied layers, adapters and low-rank factors multiplied out: model.merged()).
-Each method is one function below (see METHODS at the bottom); depth methods describe the new layer
-order as a plan of (source layer, tensors, origin, is_copy) and place() turns it into blocks, with
-duplicates either copied or, with tied=True, weight-tied through layer_map (seed 000's virtual layers).
-The grown checkpoint records where every logical layer came from in `provenance`, and which physical
-blocks are new (train.py train_only='new' trains only those: the LLaMA Pro recipe).
-Algorithms and sources: ../shared/METHODS.md.
+Library: grow(sources, method, **options) -> checkpoint dict (sources are loaded checkpoint dicts);
+check_options(method, options) validates a method and its options before any work is done.
+
+Read top to bottom:
+1) sources: every source is first made plain (tied layers, adapters and low-rank factors multiplied
+   out: model.merged()) and split into per-layer tensor dicts;
+2) depth: pure layer orders (stack_order, interleave_order, dus_order; eval.py sweeps them too), a
+   plan of Slots (one per logical layer) per method, and place(), which turns a plan into blocks,
+   with duplicates copied or, with tied=True, weight-tied through layer_map;
+3) width and weight sharing (width, tie);
+4) METHODS, the one registry: each method's function, the options it takes, how many sources, and
+   whether it needs training data; grow() dispatches through it and writes the provenance;
+5) the command line.
+Every method returns a Grown. The grown checkpoint records where every logical layer came from in
+`provenance`, and which physical blocks are new (train.py train_only='new' trains only those: the
+LLaMA Pro recipe).
 """
 import argparse
 import contextlib
 import hashlib
-import inspect
 import os
 import re
 import sys
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -33,18 +42,47 @@ from checkpoint import load_checkpoint, save_checkpoint, strip_prefixes
 from model import GPT, GPTConfig, Adapter, LORA_TARGETS
 
 LETTERS = 'abcdefghijklmnopqrstuvwxyz'
-TIED_OPTIONS = ('tied', 'lora_rank', 'lora_alpha', 'ia3', 'adapter_layers')
 # model_args that may differ between sources of one depth-grown model: they do not change a block's tensors
 PER_SOURCE_ARGS = ('n_layer', 'layer_map', 'attn_window', 'block_size', 'dropout', 'tie_embeddings',
                    'lora_rank', 'lora_alpha', 'lora_dropout', 'lora_targets', 'ia3', 'adapter_layers',
                    'lowrank_attn', 'lowrank_mlp')
 
+
+class Slot(NamedTuple):
+    """One logical layer of a depth plan."""
+    at: tuple      # (source, layer) it copies or sits beside
+    tensors: dict  # its block's tensors, {suffix: tensor} (suffix as in transformer.h.<i>.<suffix>)
+    origin: str    # for the provenance: 'a:3', 'zero(a:3)', 'new', ...
+    copy: bool     # an unmodified copy of `at`: may be weight-tied, gets noise when duplicated
+
+
+@dataclass
+class Grown:
+    """What every method returns; grow() turns it into a checkpoint."""
+    blocks: list   # physical blocks, each {suffix: tensor}
+    layers: list   # per logical layer: dict(origin, new, block)
+    args: dict     # model_args that differ from the head source's
+    new_blocks: list = field(default_factory=list)  # physical blocks that did not exist before
+    rest: dict = None   # embeddings, final norm and head, when the method makes its own (width, YAML)
+    adapters: dict = field(default_factory=dict)    # 'adapters.<l>.…' tensors
+    info: dict = field(default_factory=dict)        # more provenance (LESA's fit, untied head, ...)
+
 # -----------------------------------------------------------------------------
 # sources: plain state dicts split into per-layer dicts
 
 
-def plain_source(ckpt, letter):
-    """A source as {letter, name, args, layers: [{suffix: tensor}], rest: {key: tensor}}, all plain."""
+@dataclass
+class Source:
+    letter: str    # a, b, c, ... by position
+    name: str      # the name it was given (NAME=PATH, YAML model), else its letter
+    args: dict     # model_args of the plain model
+    layers: list   # per layer {suffix: tensor}
+    rest: dict     # everything outside transformer.h
+    cfg: GPTConfig
+
+
+def plain_source(ckpt, letter, name=None):
+    """A checkpoint as a Source, its tensors those of the equivalent plain model."""
     args, sd = dict(ckpt['model_args']), strip_prefixes(ckpt['model'])
     try:
         cfg = GPTConfig.from_dict(args)
@@ -64,11 +102,10 @@ def plain_source(ckpt, letter):
         if m and int(m.group(1)) >= len(layers):
             raise ValueError(f"source {letter}: weights do not match its model_args (unexpected {k})")
         (layers[int(m.group(1))] if m else rest)[m.group(2) if m else k] = v
-    # names and shapes must be those of the model the args describe: compare with a 1-block GPT
-    tiny = GPT(GPTConfig.from_dict({**args, 'n_layer': 1, 'vocab_size': 1, 'block_size': 1, 'attn_window': None}))
-    fix = {'transformer.wte.weight': (args['vocab_size'], args['n_embd']), 'lm_head.weight': (args['vocab_size'], args['n_embd']),
-           'transformer.wpe.weight': (args['block_size'], args['n_embd'])}
-    want = {k: fix.get(k, tuple(v.shape)) for k, v in tiny.state_dict().items()}
+    # names and shapes must be those of the model the args describe
+    with torch.device('meta'):
+        one_block = GPT(GPTConfig.from_dict({**args, 'n_layer': 1, 'attn_window': None}))
+    want = {k: tuple(v.shape) for k, v in one_block.state_dict().items()}
     block = {k[len('transformer.h.0.'):]: v for k, v in want.items() if k.startswith('transformer.h.0.')}
     other = {k: v for k, v in want.items() if not k.startswith('transformer.h.')}
     for prefix, have, expect in [('', rest, other)] + [(f'transformer.h.{i}.', l, block) for i, l in enumerate(layers)]:
@@ -76,7 +113,7 @@ def plain_source(ckpt, letter):
             if k not in have or k not in expect or tuple(have[k].shape) != expect[k]:
                 what = 'missing' if k not in have else 'unexpected' if k not in expect else f'shape {tuple(have[k].shape)} for'
                 raise ValueError(f"source {letter}: weights do not match its model_args ({what} {prefix}{k})")
-    return dict(letter=letter, args=args, layers=layers, rest=rest, cfg=GPTConfig.from_dict(args))
+    return Source(letter, name if name is not None else letter, args, layers, rest, GPTConfig.from_dict(args))
 
 
 def source_index(src, name):
@@ -84,29 +121,23 @@ def source_index(src, name):
     if isinstance(name, int) and 0 <= name < len(src):
         return name
     for j, s in enumerate(src):
-        if name in (s['letter'], s['name']):
+        if name in (s.letter, s.name):
             return j
-    known = ', '.join(s['letter'] + (f"={s['name']}" if s['name'] != s['letter'] else '') for s in src)
+    known = ', '.join(s.letter + (f"={s.name}" if s.name != s.letter else '') for s in src)
     raise ValueError(f"unknown source {name!r} (sources: {known})")
 
 
 def check_same_architecture(src):
-    a = src[0]['args']
+    a = src[0].args
     for s in src[1:]:
         for k in a:
-            if k not in PER_SOURCE_ARGS and s['args'].get(k) != a[k]:
-                raise ValueError(f"sources differ in {k}: {src[0]['letter']}={a[k]!r}, {s['letter']}={s['args'].get(k)!r}")
-
-
-def one_source(src, method):
-    if len(src) != 1:
-        raise ValueError(f"method {method} takes one source checkpoint, got {len(src)}")
-    return src[0]
+            if k not in PER_SOURCE_ARGS and s.args.get(k) != a[k]:
+                raise ValueError(f"sources differ in {k}: {src[0].letter}={a[k]!r}, {s.letter}={s.args.get(k)!r}")
 
 
 def layer_index(s, i):
-    if not isinstance(i, int) or not 0 <= i < len(s['layers']):
-        raise ValueError(f"layer {i} out of range for source {s['letter']} ({len(s['layers'])} layers: 0..{len(s['layers']) - 1})")
+    if not isinstance(i, int) or not 0 <= i < len(s.layers):
+        raise ValueError(f"layer {i} out of range for source {s.letter} ({len(s.layers)} layers: 0..{len(s.layers) - 1})")
     return i
 
 
@@ -150,11 +181,89 @@ def svd(W, rank=None):
         return W @ E, E.T  # E = V: US = W V
 
 # -----------------------------------------------------------------------------
-# depth: a plan is a list of (at, tensors, origin, copy) per logical layer; `at` = (source, layer) it
-# copies or sits beside, copy = an unmodified copy (may be tied, gets noise when duplicated)
+# depth orders: pure functions of the sources' depths -> [(source, layer)] per logical layer.
+# `depths` lists each source's number of layers (an int for one source).
+
+
+def _depths(depths):
+    return [depths] if isinstance(depths, int) else list(depths)
+
+
+def stack_order(depths, factor=None, n_layer=None):
+    """G_stack: the whole model (with several sources: a's layers then b's ...) repeated `factor`
+    times (default 2 for one source, 1 for several), or up to n_layer layers (the last repeat truncated)."""
+    unit = [(s, i) for s, n in enumerate(_depths(depths)) for i in range(n)]
+    if factor is not None and n_layer is not None:
+        raise ValueError("stack: give factor or n_layer, not both")
+    n = n_layer if n_layer is not None else len(unit) * (factor if factor is not None else 2 if len(_depths(depths)) == 1 else 1)
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"stack: target depth must be a positive integer, got {n!r}")
+    return [unit[j % len(unit)] for j in range(n)]
+
+
+def interleave_order(depths, factor=None, every=1, n_layer=None):
+    """Each layer repeated in place (0,0,1,1,...); with several sources alternate them (a0,b0,a1,b1,...).
+    every=k: only every k-th layer (i+1 divisible by k) is repeated / alternated. n_layer (one
+    source): any target depth, the repeats spread evenly (layer i*L//n_layer at position i)."""
+    depths = _depths(depths)
+    L = depths[0]
+    if any(n != L for n in depths):
+        raise ValueError(f"interleave: sources differ in n_layer ({', '.join(map(str, depths))})")
+    if n_layer is not None:
+        if factor is not None or every != 1 or len(depths) > 1:
+            raise ValueError("interleave: n_layer takes one source and neither factor nor every")
+        if not isinstance(n_layer, int) or n_layer < L:
+            raise ValueError(f"interleave: n_layer={n_layer!r} must be an integer >= {L}")
+        return [(0, i * L // n_layer) for i in range(n_layer)]
+    factor = factor if factor is not None else 2 if len(depths) == 1 else 1
+    if not isinstance(factor, int) or factor < 1 or not isinstance(every, int) or every < 1:
+        raise ValueError(f"interleave: factor and every must be positive integers, got {factor!r}, {every!r}")
+    order = []
+    for i in range(L):
+        picked = (i + 1) % every == 0
+        for _ in range(factor if picked else 1):
+            order += [(s, i) for s in (range(len(depths)) if picked else [0])]
+    return order
+
+
+def dus_order(depths, m=None, n_layer=None):
+    """SOLAR depth up-scaling: layers[:n-m] + layers[m:n] (s = 2(n-m)); any target s as in prts:
+    layers[:n-m] + layers[m:m+(s-n)] + layers[n-m:]. With two sources the second part is b's."""
+    depths = _depths(depths)
+    if len(depths) > 2:
+        raise ValueError(f"dus takes one or two sources, got {len(depths)}")
+    a, b = 0, len(depths) - 1
+    n = depths[a]
+    if depths[b] != n:
+        raise ValueError(f"dus: sources differ in n_layer ({n}, {depths[b]})")
+    m = m if m is not None else max(n // 4, 1)
+    s = n_layer if n_layer is not None else 2 * (n - m)
+    if not (isinstance(m, int) and 0 < m < n) or not (isinstance(s, int) and n < s <= 2 * n - m):
+        raise ValueError(f"dus: need 0 < m < n and n < n_layer <= 2n-m (n={n}, m={m!r}, n_layer={s!r})")
+    return [(a, i) for i in range(n - m)] + [(b, i) for i in range(m, m + s - n)] + [(b, i) for i in range(n - m, n)]
+
+
+def insert_points(L, every, n_layer, method):
+    """After which layers new blocks go: after every k-th layer (LLaMA Pro: 32 -> 40 is k = 4)."""
+    if every is not None and n_layer is not None:
+        raise ValueError(f"{method}: give every or n_layer, not both")
+    if n_layer is not None:
+        if not isinstance(n_layer, int) or n_layer <= L or L % (n_layer - L):
+            raise ValueError(f"{method}: n_layer={n_layer!r} must be > {L} with {L} divisible by the number of new layers")
+        every = L // (n_layer - L)
+    every = 1 if every is None else every
+    if not isinstance(every, int) or not 1 <= every <= L:
+        raise ValueError(f"{method}: every={every!r} must be an integer in 1..{L}")
+    return [i for i in range(L) if (i + 1) % every == 0]
+
+# -----------------------------------------------------------------------------
+# depth methods: each builds a plan (a Slot per logical layer) and place()s it
 
 
 def place(src, plan, noise=0.0, tied=False, lora_rank=0, lora_alpha=16.0, ia3=False, adapter_layers='all'):
+    """Blocks from a plan. A slot whose source layer came before (a duplicate, or a block inserted
+    beside it) is new; duplicates are copied (with `noise`) or, tied, run the first occurrence's block
+    (a virtual layer), optionally with a LoRA / IA3 per logical layer that starts as the identity."""
     if noise and tied:
         raise ValueError("noise does not apply with tied=True (duplicates share their weights)")
     if adapter_layers not in ('all', 'virtual'):
@@ -162,88 +271,59 @@ def place(src, plan, noise=0.0, tied=False, lora_rank=0, lora_alpha=16.0, ia3=Fa
     if adapter_layers == 'virtual' and not tied:
         raise ValueError("adapter_layers='virtual' needs tied=True (only repeated blocks get adapters)")
     blocks, layer_map, layers, new_blocks, seen, tied_to = [], [], [], [], set(), {}
-    for at, t, origin, copy in plan:
-        new = at in seen  # a second occurrence of a source layer, or a layer inserted beside one
-        seen.add(at)
-        if tied and copy and at in tied_to:
-            p = tied_to[at]  # a virtual layer: runs the block of the first occurrence
+    for slot in plan:
+        new = slot.at in seen
+        seen.add(slot.at)
+        if tied and slot.copy and slot.at in tied_to:
+            p = tied_to[slot.at]  # a virtual layer: runs the block of the first occurrence
         else:
             p = len(blocks)
-            blocks.append({k: jitter(v, noise) for k, v in t.items()} if new and copy else t)
-            if copy:
-                tied_to.setdefault(at, p)
+            blocks.append({k: jitter(v, noise) for k, v in slot.tensors.items()} if new and slot.copy else slot.tensors)
+            if slot.copy:
+                tied_to.setdefault(slot.at, p)
             if new:
                 new_blocks.append(p)
         layer_map.append(p)
-        layers.append(dict(origin=origin, new=new, block=p))
-    windows = [src[s]['cfg'].window(i) for (s, i), *_ in plan]
+        layers.append(dict(origin=slot.origin, new=new, block=p))
+    windows = [src[s].cfg.window(i) for (s, i), *_ in plan]
     args = dict(n_layer=len(blocks), layer_map=layer_map if layer_map != list(range(len(blocks))) else None,
                 attn_window=windows if len(set(windows)) > 1 else windows[0] or None,
                 lora_rank=lora_rank or 0, lora_alpha=lora_alpha, ia3=bool(ia3), adapter_layers=adapter_layers,
                 lora_targets=list(LORA_TARGETS))
     adapters = {}
     if lora_rank or ia3:  # per-occurrence adapters start as the identity (LoRA B = 0, IA3 = 1)
-        cfg = GPTConfig.from_dict({**src[0]['args'], **args})
+        cfg = GPTConfig.from_dict({**src[0].args, **args})
         repeated = set()
         for j, p in enumerate(layer_map):
             active = adapter_layers == 'all' or p in repeated
             repeated.add(p)
             adapters.update({f'adapters.{j}.{k}': v for k, v in Adapter(cfg, active).state_dict().items()})
-    return dict(args=args, blocks=blocks, adapters=adapters, layers=layers, new_blocks=new_blocks)
+    return Grown(blocks=blocks, layers=layers, args=args, new_blocks=new_blocks, adapters=adapters)
 
 
-def stack(src, factor=None, n_layer=None, **placement):
-    """G_stack: the whole model (with several sources: a's layers then b's ...) repeated `factor`
-    times, or up to n_layer layers (the last repeat truncated)."""
+def copies(src, order):
+    """A plan of unmodified copies of the source layers an order names."""
+    return [Slot((s, i), src[s].layers[i], f"{src[s].letter}:{i}", True) for s, i in order]
+
+
+def stack(src, factor=None, n_layer=None, **duplicates):
     check_same_architecture(src)
-    unit = [(s, i) for s in range(len(src)) for i in range(len(src[s]['layers']))]
-    if factor is not None and n_layer is not None:
-        raise ValueError("stack: give factor or n_layer, not both")
-    n = n_layer if n_layer is not None else len(unit) * (factor if factor is not None else 2 if len(src) == 1 else 1)
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"stack: target depth must be a positive integer, got {n!r}")
-    plan = [unit[j % len(unit)] for j in range(n)]
-    return place(src, [((s, i), src[s]['layers'][i], f"{src[s]['letter']}:{i}", True) for s, i in plan], **placement)
+    return place(src, copies(src, stack_order([len(s.layers) for s in src], factor, n_layer)), **duplicates)
 
 
-def interleave(src, factor=None, every=1, **placement):
-    """Each layer repeated in place (0,0,1,1,...); with several sources alternate them (a0,b0,a1,b1,...).
-    every=k: only every k-th layer (i+1 divisible by k) is repeated / alternated."""
+def interleave(src, factor=None, every=1, n_layer=None, **duplicates):
     check_same_architecture(src)
-    L = len(src[0]['layers'])
-    if any(len(s['layers']) != L for s in src):
-        raise ValueError(f"interleave: sources differ in n_layer ({', '.join(str(len(s['layers'])) for s in src)})")
-    factor = factor if factor is not None else 2 if len(src) == 1 else 1
-    if not isinstance(factor, int) or factor < 1 or not isinstance(every, int) or every < 1:
-        raise ValueError(f"interleave: factor and every must be positive integers, got {factor!r}, {every!r}")
-    plan = []
-    for i in range(L):
-        group = range(len(src)) if (i + 1) % every == 0 else [0]
-        for _ in range(factor if (i + 1) % every == 0 else 1):
-            plan += [((s, i), src[s]['layers'][i], f"{src[s]['letter']}:{i}", True) for s in group]
-    return place(src, plan, **placement)
+    return place(src, copies(src, interleave_order([len(s.layers) for s in src], factor, every, n_layer)), **duplicates)
 
 
-def dus(src, m=None, n_layer=None, **placement):
-    """SOLAR depth up-scaling: layers[:n-m] + layers[m:n] (s = 2(n-m)); any target s as in prts:
-    layers[:n-m] + layers[m:m+(s-n)] + layers[n-m:]. With two sources the second part is b's."""
-    if len(src) > 2:
-        raise ValueError(f"dus takes one or two sources, got {len(src)}")
+def dus(src, m=None, n_layer=None, **duplicates):
     check_same_architecture(src)
-    a, b = 0, len(src) - 1
-    n = len(src[a]['layers'])
-    if len(src[b]['layers']) != n:
-        raise ValueError(f"dus: sources differ in n_layer ({n}, {len(src[b]['layers'])})")
-    m = m if m is not None else max(n // 4, 1)
-    s = n_layer if n_layer is not None else 2 * (n - m)
-    if not (isinstance(m, int) and 0 < m < n) or not (isinstance(s, int) and n < s <= 2 * n - m):
-        raise ValueError(f"dus: need 0 < m < n and n < n_layer <= 2n-m (n={n}, m={m!r}, n_layer={s!r})")
-    plan = [(a, i) for i in range(n - m)] + [(b, i) for i in range(m, m + s - n)] + [(b, i) for i in range(n - m, n)]
-    return place(src, [((j, i), src[j]['layers'][i], f"{src[j]['letter']}:{i}", True) for j, i in plan], **placement)
+    return place(src, copies(src, dus_order([len(s.layers) for s in src], m, n_layer)), **duplicates)
 
 
-def parse_map(text, src):
-    """'0,1,a:2,b:0-3' -> [(source, layer)]; i-j is inclusive; a bare index means the first source."""
+def parse_layers(text, src):
+    """map's layer list: 'a:0,b:0,a:1-2,3' -> [(source, layer)]; i-j is inclusive; a bare index
+    means the first source."""
     out = []
     for tok in str(text).split(','):
         name, _, idx = tok.strip().rpartition(':')
@@ -252,7 +332,7 @@ def parse_map(text, src):
             raise ValueError(f"bad map entry {tok.strip()!r}: use i, name:i or name:i-j (inclusive)")
         j = source_index(src, name.strip()) if name else 0
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        out += [(j, layer_index(src[j], i), {}) for i in range(lo, hi + 1)]
+        out += [(j, layer_index(src[j], i)) for i in range(lo, hi + 1)]
     return out
 
 
@@ -302,76 +382,56 @@ def parse_scale(spec, n):
     return {t: v for t, v in scales.items() if v != 1.0}
 
 
-def map_layers(src, map=None, yaml=None, **placement):
+def map_layers(src, map=None, yaml=None, **duplicates):
     """Explicit layer list (map='a:0,b:0,a:1' or 'a:0-15,b:8-23') or a mergekit passthrough YAML
     (slices of layer_range [start, end) from named models; Goliath-style frankenmerges)."""
     if (map is None) == (yaml is None):
         raise ValueError("map: give exactly one of map (a layer list) or yaml (mergekit slices)")
     check_same_architecture(src)
     if map is not None:
-        entries = parse_map(map, src)
-    else:
-        entries = []
-        for model, i, scales in read_slices(yaml):
-            j = source_index(src, model)
-            entries.append((j, layer_index(src[j], i), scales))
+        return place(src, copies(src, parse_layers(map, src)), **duplicates)
     plan = []
-    for j, i, scales in entries:
-        t = src[j]['layers'][i]
-        origin = f"{src[j]['letter']}:{i}"
+    for model, i, scales in read_slices(yaml):
+        j = source_index(src, model)
+        t, origin = src[j].layers[layer_index(src[j], i)], f"{src[j].letter}:{i}"
         if scales:  # a scaled copy is a distinct block (never tied)
             t = {k: v * scales[k.rsplit('.', 1)[0]] if k.rsplit('.', 1)[0] in scales else v.clone() for k, v in t.items()}
             origin += ' scale ' + ','.join(f'{k}={v:g}' for k, v in scales.items())
-        plan.append(((j, i), t, origin, not scales))
-    return place(src, plan, **placement)
-
-
-def insert_points(L, every, n_layer, method):
-    """After which layers new blocks go: after every k-th layer (LLaMA Pro: 32 -> 40 is k = 4)."""
-    if every is not None and n_layer is not None:
-        raise ValueError(f"{method}: give every or n_layer, not both")
-    if n_layer is not None:
-        if not isinstance(n_layer, int) or n_layer <= L or L % (n_layer - L):
-            raise ValueError(f"{method}: n_layer={n_layer!r} must be > {L} with {L} divisible by the number of new layers")
-        every = L // (n_layer - L)
-    every = 1 if every is None else every
-    if not isinstance(every, int) or not 1 <= every <= L:
-        raise ValueError(f"{method}: every={every!r} must be an integer in 1..{L}")
-    return [i for i in range(L) if (i + 1) % every == 0]
+        plan.append(Slot((j, i), t, origin, not scales))
+    return place(src, plan, **duplicates)
 
 
 def llama_pro(src, every=None, n_layer=None):
-    """LLaMA Pro block expansion / G_zero: after every k-th layer a copy whose attn.c_proj and mlp.c_proj
-    (weights, biases) are zero: each new block is the identity, so the model computes exactly what the
-    source did; the zeroed projections get non-zero gradients at once and the rest learns after them."""
-    s = one_source(src, 'llama_pro')
-    after = insert_points(len(s['layers']), every, n_layer, 'llama_pro')
+    """LLaMA Pro block expansion / G_zero in depth: after every k-th layer a copy whose attn.c_proj and
+    mlp.c_proj (weights, biases) are zero: each new block is the identity, so the model computes exactly
+    what the source did; the zeroed projections get non-zero gradients at once and the rest learns after."""
+    s = src[0]
+    after = insert_points(len(s.layers), every, n_layer, 'llama_pro')
     plan = []
-    for i, t in enumerate(s['layers']):
-        plan.append(((0, i), t, f'a:{i}', True))
+    for i, t in enumerate(s.layers):
+        plan.append(Slot((0, i), t, f'a:{i}', True))
         if i in after:
             z = {k: torch.zeros_like(v) if k.startswith(('attn.c_proj.', 'mlp.c_proj.')) else v.clone() for k, v in t.items()}
-            plan.append(((0, i), z, f'zero(a:{i})', False))
+            plan.append(Slot((0, i), z, f'zero(a:{i})', False))
     return place(src, plan)
 
 
 def random_layers(src, every=None, n_layer=None):
-    """G_random: freshly initialised blocks (the model's own init, with the GPT-2 depth-scaled output
-    projections for the grown depth) inserted where llama_pro would put its copies."""
-    s = one_source(src, 'random')
-    L = len(s['layers'])
+    """G_random in depth: freshly initialised blocks (the model's own init, with the GPT-2 depth-scaled
+    output projections for the grown depth) inserted where llama_pro would put its copies."""
+    s = src[0]
+    L = len(s.layers)
     after = insert_points(L, every, n_layer, 'random')
     # a throwaway GPT holding just the new blocks: vocab 1 keeps its embeddings tiny, and layer_map
     # makes its n_logical (which sets the init's depth scale) the grown depth
-    tmp = GPT(GPTConfig.from_dict({**s['args'], 'n_layer': len(after), 'layer_map': [0] * (L + len(after)),
+    tmp = GPT(GPTConfig.from_dict({**s.args, 'n_layer': len(after), 'layer_map': [0] * (L + len(after)),
                                    'vocab_size': 1, 'block_size': 1, 'attn_window': None}))
     fresh = iter(tmp.transformer.h)
     plan = []
-    for i, t in enumerate(s['layers']):
-        plan.append(((0, i), t, f'a:{i}', True))
+    for i, t in enumerate(s.layers):
+        plan.append(Slot((0, i), t, f'a:{i}', True))
         if i in after:
-            new = {k: v.to(t[k].dtype) for k, v in next(fresh).state_dict().items()}
-            plan.append(((0, i), new, 'new', False))
+            plan.append(Slot((0, i), {k: v.to(t[k].dtype) for k, v in next(fresh).state_dict().items()}, 'new', False))
     return place(src, plan)
 
 
@@ -412,23 +472,24 @@ def fit_predictor(V, hidden, epochs, lr, batch, lam, max_rows):
 
 def lesa(src, lesa_range=None, lesa_lambda=5e-4, lesa_epochs=10, lesa_hidden=256, lesa_lr=1e-3, lesa_batch=64,
          lesa_max_rows=2048):
-    """LESA: per matrix type, SVD of all layers' weights side by side, W = [W_0 .. W_L-1] = (U S) [V_0 .. V_L-1];
-    an MLP learns V_i from (V_i-1, V_i+1); a new layer between layers i-1 and i gets (U S) G(V_i-1, V_i).
-    lesa_range 'lo:hi' inserts before each layer i in lo..hi-1 (default the upper half: L//2 : L, 1.5x depth).
-    Norm gains and biases are not in the SVD; new layers take the mean of their two neighbours (LESA's
-    code copies layer 0's, which ignores the same layer-to-layer continuity the method relies on).
-    Defaults are LESA's (10 epochs, batch 64, AdamW 1e-3, lambda 5e-4, hidden 256) except that each
-    epoch sees at most lesa_max_rows rows (samples) per matrix type: all rows of a 12x768 model for 10
-    epochs are ~3.5e12 FLOPs, minutes on 2 CPU cores; small models (<= 2048 rows) are unaffected."""
-    s = one_source(src, 'lesa')
-    layers, L = s['layers'], len(s['layers'])
+    """LESA (Learnable LLM Layer Scaling-Up, 2025, arXiv 2502.13794): per matrix type, SVD of all layers'
+    weights side by side, W = [W_0 .. W_L-1] = (U S) [V_0 .. V_L-1]; an MLP learns V_i from (V_i-1, V_i+1);
+    a new layer between layers i-1 and i gets (U S) G(V_i-1, V_i). lesa_range 'lo:hi' inserts before each
+    layer i in lo..hi-1 (default the upper half: L//2 : L, 1.5x depth). Norm gains and biases are not in
+    the SVD; new layers take the mean of their two neighbours (LESA's code copies layer 0's, which
+    ignores the same layer-to-layer continuity the method relies on). Defaults are LESA's (10 epochs,
+    batch 64, AdamW 1e-3, lambda 5e-4, hidden 256) except that each epoch sees at most lesa_max_rows
+    rows (samples) per matrix type: all rows of a 12x768 model for 10 epochs are ~3.5e12 FLOPs,
+    minutes on 2 CPU cores; small models (<= 2048 rows) are unaffected."""
+    s = src[0]
+    layers, L = s.layers, len(s.layers)
     if L < 3:
         raise ValueError(f"lesa needs a source with at least 3 layers (it learns from layer triples), got {L}")
     rng = re.fullmatch(r'(\d+):(\d+)', str(lesa_range if lesa_range is not None else f'{L // 2}:{L}'))
     lo, hi = (int(rng.group(1)), int(rng.group(2))) if rng else (-1, -1)
     if not 1 <= lo < hi <= L:
         raise ValueError(f"lesa_range {lesa_range!r}: use 'lo:hi' with 1 <= lo < hi <= {L} (a new layer before each layer lo..hi-1)")
-    types = matrix_types(s['args'])
+    types = matrix_types(s.args)
     matrices = {key for _, key, _ in types}
     new = {i: {k: (layers[i - 1][k] + layers[i][k]) / 2 for k in layers[i] if k not in matrices} for i in range(lo, hi)}
     predicted = {i: {} for i in new}
@@ -453,12 +514,11 @@ def lesa(src, lesa_range=None, lesa_lambda=5e-4, lesa_epochs=10, lesa_hidden=256
             nt = new[i]
             for key, parts in predicted[i].items():
                 nt[key] = torch.cat(parts).to(t[key].dtype)  # q|k|v back into c_attn
-            plan.append(((0, i - 1), nt, f'lesa(a:{i - 1},a:{i})', False))
-        plan.append(((0, i), t, f'a:{i}', True))
+            plan.append(Slot((0, i - 1), nt, f'lesa(a:{i - 1},a:{i})', False))
+        plan.append(Slot((0, i), t, f'a:{i}', True))
     out = place(src, plan)
-    out['info'] = dict(lesa=stats)
+    out.info = dict(lesa=stats)
     return out
-
 
 # -----------------------------------------------------------------------------
 # width and weight sharing
@@ -472,8 +532,8 @@ def width(src, factor=None, n_embd=None, mlp_hidden=None, noise=0.0):
     consumer of the residual stream divides its fan-in by k. Heads are duplicated whole (k x n_head,
     k x n_kv_head, same head_dim, so rotary and the 1/sqrt(head_dim) scale are untouched). Tied
     embeddings are untied: the input needs [E]*k, the head [E/k]*k (tied, logits would be k x)."""
-    s = one_source(src, 'width')
-    a = s['args']
+    s = src[0]
+    a = s.args
     d, H = a['n_embd'], a['mlp_hidden'] or 4 * a['n_embd']
     if factor is None and n_embd is None and mlp_hidden is None:
         factor = 2
@@ -502,44 +562,43 @@ def width(src, factor=None, n_embd=None, mlp_hidden=None, noise=0.0):
         'mlp.c_up.weight': lambda t: split(t[g]), 'mlp.c_up.bias': lambda t: t[g],
         'mlp.c_proj.weight': lambda t: dup(t[:, g] / count[g].to(t.dtype)), 'mlp.c_proj.bias': dup,
     }
-    blocks = [{key: rules.get(key, dup)(t) for key, t in layer.items()} for layer in s['layers']]
+    blocks = [{key: rules.get(key, dup)(t) for key, t in layer.items()} for layer in s.layers]
     if noise:
         blocks = [{key: jitter(t, noise) for key, t in b.items()} for b in blocks]
     rest = {key: split(t) if key == 'lm_head.weight' else torch.cat([t] * k, dim=-1) if k > 1 else t
-            for key, t in s['rest'].items()}  # embeddings repeat their columns, ln_f its gains
+            for key, t in s.rest.items()}  # embeddings repeat their columns, ln_f its gains
     tie = a['tie_embeddings'] and k == 1
     if tie:
         rest['lm_head.weight'] = rest['transformer.wte.weight']
     args = dict(n_embd=n_embd, n_head=a['n_head'] * k, n_kv_head=a['n_kv_head'] and a['n_kv_head'] * k,
                 mlp_hidden=mlp_hidden if mlp_hidden != 4 * n_embd else None, tie_embeddings=tie)
     layers = [dict(origin=f'a:{i}', new=False, block=i) for i in range(len(blocks))]
-    return dict(args=args, blocks=blocks, rest=rest, layers=layers, new_blocks=[],
-                info=dict(untied=a['tie_embeddings'] and not tie))
+    return Grown(blocks=blocks, layers=layers, args=args, rest=rest, info=dict(untied=a['tie_embeddings'] and not tie))
 
 
 def tie(src, n_layer=None, init='average', lora_rank=None, lora_alpha=16.0):
-    """Relaxed Recursive Transformer: L layers -> n_layer shared blocks looped (logical l runs block
-    l mod K), each logical layer with a LoRA initialised from the truncated SVD of (its own weight -
-    the shared one): B = U_r S_r / scale, A = V_r^T (scale = alpha / r). Shared init: 'average' of the
+    """Relaxed Recursive Transformers (2024, arXiv 2410.20672): L layers -> n_layer shared blocks looped
+    (logical l runs block l mod K), each logical layer with a LoRA initialised from the truncated SVD of
+    (its own weight - the shared one): B = U_r S_r / scale, A = V_r^T. Shared init: 'average' of the
     layers a block serves, 'stepwise' (layers at equal intervals, first and last kept) or 'lower' (the
     first K). Norm gains are first folded into the matrices that read the norm (W diag(g), shared gains
     1) so the LoRA carries them too: at full rank (n_embd) the model is exact for bias-free models;
     biases cannot be expressed by a LoRA and are shared like the weights. Everything trains afterwards."""
-    s = one_source(src, 'tie')
-    L, d = len(s['layers']), s['args']['n_embd']
+    s = src[0]
+    L, d = len(s.layers), s.args['n_embd']
     K = n_layer if n_layer is not None else L // 2
     if not isinstance(K, int) or not 1 <= K < L:
         raise ValueError(f"tie: n_layer={K!r} (shared blocks) must be in 1..{L - 1}")
     if init not in ('average', 'stepwise', 'lower'):
         raise ValueError(f"tie: init must be 'average', 'stepwise' or 'lower', got {init!r}")
-    hidden = s['args']['mlp_hidden'] or 4 * d
+    hidden = s.args['mlp_hidden'] or 4 * d
     r = lora_rank if lora_rank is not None else d // 8
     if not isinstance(r, int) or not 0 <= r <= min(d, hidden):
         raise ValueError(f"tie: lora_rank={r!r} must be in 0..{min(d, hidden)} (full rank)")
     targets = {'qkv': 'attn.c_attn', 'attn_out': 'attn.c_proj', 'mlp_in': 'mlp.c_fc', 'mlp_up': 'mlp.c_up', 'mlp_out': 'mlp.c_proj'}
     reads = {'attn.c_attn': 'ln_1', 'mlp.c_fc': 'ln_2', 'mlp.c_up': 'ln_2'}
     folded = []
-    for layer in s['layers']:
+    for layer in s.layers:
         t = {k: v.float() for k, v in layer.items()}
         for lin, ln in reads.items():
             if f'{lin}.weight' in t:
@@ -564,29 +623,57 @@ def tie(src, n_layer=None, init='average', lora_rank=None, lora_alpha=16.0):
                 A[dead] = (torch.rand_like(A[dead]) * 2 - 1) / A.shape[1] ** 0.5  # LoRA init so both can learn
                 adapters[f'adapters.{l}.lora.{target}.lora_B'] = US / (lora_alpha / r)
                 adapters[f'adapters.{l}.lora.{target}.lora_A'] = A
-    dtype = s['layers'][0]['ln_1.weight'].dtype
+    dtype = s.layers[0]['ln_1.weight'].dtype
     blocks = [{k: v.to(dtype) for k, v in b.items()} for b in shared]
     adapters = {k: v.to(dtype) for k, v in adapters.items()}
     args = dict(n_layer=K, layer_map=[l % K for l in range(L)], lora_rank=r, lora_alpha=lora_alpha,
                 lora_targets=list(LORA_TARGETS), ia3=False, adapter_layers='all')
     layers = [dict(origin=f'a:{l}', new=False, block=l % K) for l in range(L)]
-    return dict(args=args, blocks=blocks, adapters=adapters, layers=layers, new_blocks=[],
-                info=dict(trainable='all', shared_init=picked))
+    return Grown(blocks=blocks, layers=layers, args=args, adapters=adapters, info=dict(trainable='all', shared_init=picked))
+
+# -----------------------------------------------------------------------------
+# the registry: every method, the options it takes (nothing else reaches it), how many sources
 
 
-# one place that lists the methods; each takes the plain sources and its own options
+class Method(NamedTuple):
+    build: object        # build(src, **options) -> Grown; src = the plain Sources
+    options: tuple       # the options it accepts
+    max_sources: int     # 1 = one source checkpoint; None = any number
+    summary: str
+    needs_data: bool = False  # build also gets batches=, an iterator of (x, y) training batches
+
+
+DUPLICATES = ('noise', 'tied', 'lora_rank', 'lora_alpha', 'ia3', 'adapter_layers')  # place(): how duplicates are made
+
 METHODS = {
-    'stack': stack,            # G_stack: 0..L-1, 0..L-1 (Stacking Your Transformers)
-    'interleave': interleave,  # 0,0,1,1,... or a0,b0,a1,b1,...
-    'dus': dus,                # SOLAR depth up-scaling
-    'map': map_layers,         # explicit layer list or mergekit passthrough YAML
-    'llama_pro': llama_pro,    # identity blocks (zeroed output projections): exact
-    'zero': llama_pro,         # = llama_pro (G_zero depth)
-    'random': random_layers,   # G_random: freshly initialised blocks
-    'lesa': lesa,              # learned (SVD + MLP) intermediate layers
-    'width': width,            # Net2Net / bert2BERT widening: exact
-    'tie': tie,                # Relaxed Recursive Transformer: shared blocks + SVD-initialised LoRA
+    'stack': Method(stack, ('factor', 'n_layer') + DUPLICATES, None,
+                    "G_stack / G_direct in depth: the whole model repeated"),
+    'interleave': Method(interleave, ('factor', 'every', 'n_layer') + DUPLICATES, None,
+                         "each layer repeated in place (0,0,1,1,...), or sources alternated (a0,b0,a1,b1,...)"),
+    'dus': Method(dus, ('m', 'n_layer') + DUPLICATES, 2, "SOLAR depth up-scaling"),
+    'map': Method(map_layers, ('map', 'yaml') + DUPLICATES, None,
+                  "an explicit layer list, or mergekit passthrough slices (YAML)"),
+    'llama_pro': Method(llama_pro, ('every', 'n_layer'), 1,
+                        "LLaMA Pro / G_zero in depth: identity blocks (zero output projections), exact"),
+    'random': Method(random_layers, ('every', 'n_layer'), 1, "G_random in depth: freshly initialised blocks"),
+    'lesa': Method(lesa, ('lesa_range', 'lesa_lambda', 'lesa_epochs', 'lesa_hidden', 'lesa_lr', 'lesa_batch',
+                          'lesa_max_rows'), 1, "LESA: intermediate layers predicted from their neighbours"),
+    'width': Method(width, ('factor', 'n_embd', 'mlp_hidden', 'noise'), 1,
+                    "Net2Net widening: residual, heads, MLP hidden; exact"),
+    'tie': Method(tie, ('n_layer', 'init', 'lora_rank', 'lora_alpha'), 1,
+                  "Relaxed Recursive Transformer: shared blocks looped, SVD-initialised LoRA per layer"),
 }
+
+
+def check_options(method, options):
+    """ValueError (one line) unless `method` exists and takes every option in `options`: cheap, so
+    train.py can call it at start rather than fail at grow_at_iter."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    bad = sorted(set(options) - set(METHODS[method].options))
+    if bad:
+        raise ValueError(f"option {', '.join(bad)} does not apply to method {method} (it takes: {', '.join(METHODS[method].options)})")
+    return METHODS[method]
 
 
 def param_counts(sd, cfg):
@@ -600,54 +687,49 @@ def param_counts(sd, cfg):
                 unique_non_embedding=unique - emb, logical_non_embedding=logical - emb)
 
 
-def method_options(fn):
-    ps = inspect.signature(fn).parameters
-    names = [n for n, p in ps.items() if n != 'src' and p.kind == p.POSITIONAL_OR_KEYWORD]
-    return names + (list(TIED_OPTIONS) + ['noise'] if any(p.kind == p.VAR_KEYWORD for p in ps.values()) else [])
-
-
-def grow(sources, method, names=None, head_from=None, seed=0, **options):
+def grow(sources, method, names=None, head_from=None, seed=0, batches=None, **options):
     """sources: loaded checkpoint dicts; names: optional names for them (map/yaml/head_from also take
     letters a, b, ...); head_from: the source of embeddings, final norm, head and tokenizer (default the
-    first). Returns a new checkpoint dict; randomness (noise, new inits, LESA) is seeded by `seed` and
-    leaves the caller's RNG state alone. Unchanged tensors are shared with the sources, never modified."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    fn = METHODS[method]
-    bad = sorted(set(options) - set(method_options(fn)))
-    if bad:
-        raise ValueError(f"option {', '.join(bad)} does not apply to method {method} (it takes: {', '.join(method_options(fn))})")
+    first; given explicitly it also overrides the YAML rule). batches: training batches, for methods
+    that learn from data. Returns a new checkpoint dict; randomness (noise, new inits, LESA) is seeded
+    by `seed` and leaves the caller's RNG state alone. Unchanged tensors are shared with the sources,
+    never modified."""
+    m = check_options(method, options)
     if not sources:
         raise ValueError("no source checkpoints")
+    if m.max_sources is not None and len(sources) > m.max_sources:
+        raise ValueError(f"method {method} takes {'one source checkpoint' if m.max_sources == 1 else f'at most {m.max_sources} sources'}, got {len(sources)}")
     if len(sources) > len(LETTERS):
         raise ValueError(f"at most {len(LETTERS)} sources")
+    if m.needs_data and batches is None:
+        raise ValueError(f"method {method} needs training data (--data DIR)")
     if names is not None and len(names) != len(sources):
         raise ValueError(f"{len(names)} names for {len(sources)} sources")
-    src = [plain_source(ck, LETTERS[j]) for j, ck in enumerate(sources)]
-    for j, s in enumerate(src):
-        s['name'] = str(names[j]) if names is not None and names[j] is not None else s['letter']
+    src = [plain_source(ck, LETTERS[j], None if names is None or names[j] is None else str(names[j]))
+           for j, ck in enumerate(sources)]
     head = src[source_index(src, head_from) if head_from is not None else 0]
     toks = [{k: (ck.get('tokenizer') or {}).get(k) for k in ('tokenizer', 'vocab_size', 'chars')} for ck in sources]
     for s, t in zip(src, toks):
         if t != toks[0]:
-            raise ValueError(f"sources use different tokenizers: a={toks[0]}, {s['letter']}={t}"[:300])
+            raise ValueError(f"sources use different tokenizers: a={toks[0]}, {s.letter}={t}"[:300])
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
-        out = fn(src, **options)
-    args = {**head['args'], **out['args']}
-    sd = dict(out.get('rest', head['rest']))
-    for p, block in enumerate(out['blocks']):
+        out = m.build(src, **options, **(dict(batches=batches) if m.needs_data else {}))
+    args = {**head.args, **out.args}
+    rest = head.rest if out.rest is None or (head_from is not None and len(src) > 1) else out.rest
+    sd = dict(rest)
+    for p, block in enumerate(out.blocks):
         sd.update({f'transformer.h.{p}.{k}': v for k, v in block.items()})
-    sd.update(out.get('adapters', {}))
+    sd.update(out.adapters)
     cfg = GPTConfig.from_dict(args)
+    infos = []
     for s, ck in zip(src, sources):
-        s['info'] = dict(name=s['name'], letter=s['letter'], n_layer=len(s['layers']), n_embd=s['args']['n_embd'],
-                         iter_num=ck.get('iter_num'), tokens_seen=ck.get('tokens_seen', 0))
+        infos.append(dict(name=s.name, letter=s.letter, n_layer=len(s.layers), n_embd=s.args['n_embd'],
+                          iter_num=ck.get('iter_num'), tokens_seen=ck.get('tokens_seen', 0)))
         if ck.get('provenance'):
-            s['info']['provenance'] = ck['provenance']
-    provenance = dict(sources=[s['info'] for s in src], method=method,
-                      options=dict(options, seed=seed, head_from=head['letter']),
-                      layers=out['layers'], new_blocks=out['new_blocks'], **out.get('info', {}))
+            infos[-1]['provenance'] = ck['provenance']
+    provenance = dict(sources=infos, method=method, options=dict(options, seed=seed, head_from=head.letter),
+                      layers=out.layers, new_blocks=out.new_blocks, **out.info)
     return dict(model=sd, model_args=cfg.to_dict(), tokenizer=sources[src.index(head)].get('tokenizer'),
                 provenance=provenance, param_counts=param_counts(sd, cfg), iter_num=0,
                 tokens_seen=sum(ck.get('tokens_seen') or 0 for ck in sources),
@@ -666,16 +748,26 @@ def sha256(path):
     return h.hexdigest()
 
 
+def training_batches(data_dir):
+    """--data: the training batches a learning method reads, from the project's sampler (tokens.py)."""
+    if not all(os.path.isfile(os.path.join(data_dir, f)) for f in ('train.bin', 'meta.json')):
+        raise FileNotFoundError(f"--data {data_dir}: not a prepared data directory (train.bin, meta.json)")
+    from tokens import batch_stream  # only methods that learn from data need it
+    return batch_stream(data_dir, 'train')
+
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Grow a GPT checkpoint (see the module docstring and README).")
     p.add_argument('sources', nargs='*', help="checkpoints; NAME=PATH names one (otherwise a, b, c, ...)")
     p.add_argument('--method', required=True, help=' | '.join(METHODS))
     p.add_argument('--out', required=True, help="output checkpoint (written atomically)")
-    p.add_argument('--head_from', help="source of embeddings, final norm, head and tokenizer (default: first)")
+    p.add_argument('--head_from', help="source of embeddings, final norm, head and tokenizer (default: first; YAML: mergekit's rule)")
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--data', help="prepared data directory (train.bin, meta.json) for methods that learn from data")
     g = p.add_argument_group('depth')
     g.add_argument('--factor', type=int, help="stack: repeats (default 2); interleave: copies per layer; width: x size")
-    g.add_argument('--n_layer', type=int, help="target depth (stack/dus/llama_pro/random) or shared blocks (tie)")
+    g.add_argument('--n_layer', type=int, help="target depth (stack/interleave/dus/llama_pro/random) or shared blocks (tie)")
     g.add_argument('--every', type=int, help="llama_pro/random/interleave: after every k-th layer (default 1)")
     g.add_argument('--m', type=int, help="dus: layers dropped from each copy (default n_layer // 4)")
     g.add_argument('--map', help="map: 'a:0,b:0,a:1' or 'a:0-15,b:8-23' (inclusive ranges)")
@@ -700,7 +792,13 @@ def main(argv=None):
     a = p.parse_args(argv)
     try:
         options = {k: v for k, v in vars(a).items()
-                   if k not in ('sources', 'method', 'out', 'head_from', 'seed') and v is not None and v is not False}
+                   if k not in ('sources', 'method', 'out', 'head_from', 'seed', 'data') and v is not None and v is not False}
+        method = check_options(a.method, options)
+        batches = None
+        if a.data is not None:
+            if not method.needs_data:
+                raise ValueError(f"--data does not apply to method {a.method} (it learns nothing from data)")
+            batches = training_batches(a.data)
         names, paths = [], []
         for arg in a.sources:
             name, eq, path = arg.partition('=')
@@ -727,7 +825,7 @@ def main(argv=None):
             ck = load_checkpoint(pth)
             ck.pop('optimizer', None)  # not needed; frees memory early
             sources.append(ck)
-        grown = grow(sources, a.method, names=names, head_from=a.head_from, seed=a.seed, **options)
+        grown = grow(sources, a.method, names=names, head_from=a.head_from, seed=a.seed, batches=batches, **options)
         for info, pth in zip(grown['provenance']['sources'], paths):
             info.update(path=pth, sha256=sha256(pth))
         save_checkpoint(grown, a.out)

@@ -2,6 +2,7 @@
 full rank), weight-tied virtual layers, LESA's SVD bookkeeping and its loss on a trained model, the
 CLI's outputs and one-line errors, and growth inside train.py (with resume across the growth step)."""
 import hashlib
+import inspect
 import json
 import subprocess
 import sys
@@ -75,6 +76,8 @@ def test_interleave_dus_orders():
     assert order(grow([a], 'interleave')) == [0, 0, 1, 1, 2, 2, 3, 3]
     assert order(grow([a], 'interleave', every=2)) == [0, 1, 1, 2, 3, 3]
     assert order(grow([a], 'interleave', factor=3, every=4)) == [0, 1, 2, 3, 3, 3]
+    assert order(grow([a], 'interleave', n_layer=6)) == [0, 0, 1, 2, 2, 3]  # any depth: repeats spread evenly
+    assert G.stack_order([2, 3], n_layer=6) == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (0, 0)]  # pure: depths in
     a8, b8 = tagged(make(0, n_layer=8), 0), tagged(make(1, n_layer=8), 1)
     g = grow([a8], 'dus')  # SOLAR: m = n/4 = 2 -> [0..5] + [2..7]
     assert order(g) == [0, 1, 2, 3, 4, 5, 2, 3, 4, 5, 6, 7] and g['provenance']['new_blocks'] == [6, 7, 8, 9]
@@ -131,7 +134,7 @@ def test_llama_pro_is_exact_and_trains_new_blocks_only(arch):
     g = grow([c], 'llama_pro', every=2)
     assert origins(g) == ['a:0', 'a:1', 'zero(a:1)', 'a:2', 'a:3', 'zero(a:3)'] and g['provenance']['new_blocks'] == [2, 5]
     assert (logits(g) - logits(c)).abs().max() <= 1e-6
-    assert grow([c], 'zero', n_layer=6)['provenance']['layers'] == g['provenance']['layers']
+    assert grow([c], 'llama_pro', n_layer=6)['provenance']['layers'] == g['provenance']['layers']
     for k, v in g['model'].items():
         if k.startswith(('transformer.h.2.attn.c_proj', 'transformer.h.2.mlp.c_proj')):
             assert not v.any(), k
@@ -285,6 +288,27 @@ def test_lesa_beats_duplication_on_a_trained_model(shared):
     assert lesa < min(lower, upper), (base, lesa, lower, upper)
     assert abs(rand - base) < 0.01 and lesa - base < 0.05, (base, lesa, rand)
 
+def test_registry_declares_every_option_and_validates_up_front(monkeypatch):
+    for name, m in G.METHODS.items():  # the declared options are exactly what the function takes
+        params = inspect.signature(m.build).parameters
+        own = {n for n, p in params.items() if n not in ('src', 'batches') and p.kind == p.POSITIONAL_OR_KEYWORD}
+        dups = set(G.DUPLICATES) if any(p.kind == p.VAR_KEYWORD for p in params.values()) else set()
+        assert set(m.options) == own | dups, name
+    with pytest.raises(ValueError, match="unknown method 'stak'"):
+        G.check_options('stak', {})
+    with pytest.raises(ValueError, match='option every does not apply to method stack'):
+        G.check_options('stack', {'every': 2})
+    assert G.check_options('llama_pro', {'every': 2}) is G.METHODS['llama_pro']
+
+    def learned(src, batches, n_layer=None):  # a method that learns from data gets the batches
+        x, y = next(iter(batches))
+        assert x.shape == IDX.shape
+        return G.place(src, G.copies(src, G.stack_order(len(src[0].layers), n_layer=n_layer)))
+    monkeypatch.setitem(G.METHODS, 'learned', G.Method(learned, ('n_layer',), 1, 'test', needs_data=True))
+    with pytest.raises(ValueError, match=r'method learned needs training data \(--data DIR\)'):
+        grow([make(0)], 'learned', n_layer=6)
+    assert grow([make(0)], 'learned', batches=[(IDX, IDX)], n_layer=6)['model_args']['n_layer'] == 6
+
 # -----------------------------------------------------------------------------
 # command line
 
@@ -331,6 +355,7 @@ def test_cli_bad_inputs_fail_in_one_line_without_output(tmp_path, repo):
         'option of another method': (['--method', 'stack', '--every', 2, a], 'does not apply'),
         'one-source method': (['--method', 'lesa', a, b], 'takes one source'),
         'unknown source name': (['--method', 'map', '--map', 'c:0', a, b], 'unknown source'),
+        'data for a method without': (['--method', 'stack', '--data', tmp_path, a], '--data does not apply'),
     }
     procs = {name: subprocess.Popen([sys.executable, 'grow.py', '--out', out, *map(str, args)], cwd=repo,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
