@@ -96,12 +96,10 @@ def plain_source(ckpt, letter, name=None):
             raise ValueError(f"source {letter}: weights do not match its model_args") from None
         model = model.merged()  # copies out tied layers, merges LoRA/IA3, multiplies out factors
         args, sd = model.config.to_dict(), model.state_dict()
-    layers, rest = [{} for _ in range(args['n_layer'])], {}
-    for k, v in sd.items():
-        m = re.match(r'transformer\.h\.(\d+)\.(.+)', k)
-        if m and int(m.group(1)) >= len(layers):
-            raise ValueError(f"source {letter}: weights do not match its model_args (unexpected {k})")
-        (layers[int(m.group(1))] if m else rest)[m.group(2) if m else k] = v
+    try:
+        layers, rest = split_layers(sd, args['n_layer'])
+    except ValueError as e:
+        raise ValueError(f"source {letter}: weights do not match its model_args ({e})") from None
     # names and shapes must be those of the model the args describe
     with torch.device('meta'):
         one_block = GPT(GPTConfig.from_dict({**args, 'n_layer': 1, 'attn_window': None}))
@@ -114,6 +112,17 @@ def plain_source(ckpt, letter, name=None):
                 what = 'missing' if k not in have else 'unexpected' if k not in expect else f'shape {tuple(have[k].shape)} for'
                 raise ValueError(f"source {letter}: weights do not match its model_args ({what} {prefix}{k})")
     return Source(letter, name if name is not None else letter, args, layers, rest, GPTConfig.from_dict(args))
+
+
+def split_layers(sd, n_layer):
+    """A full state dict -> ([{suffix: tensor} per block], {other key: tensor})."""
+    layers, rest = [{} for _ in range(n_layer)], {}
+    for k, v in sd.items():
+        m = re.match(r'transformer\.h\.(\d+)\.(.+)', k)
+        if m and int(m.group(1)) >= n_layer:
+            raise ValueError(f"unexpected {k}")
+        (layers[int(m.group(1))] if m else rest)[m.group(2) if m else k] = v
+    return layers, rest
 
 
 def source_index(src, name):
@@ -524,30 +533,51 @@ def lesa(src, lesa_range=None, lesa_lambda=5e-4, lesa_epochs=10, lesa_hidden=256
 # width and weight sharing
 
 
-def width(src, factor=None, n_embd=None, mlp_hidden=None, noise=0.0):
-    """Function-preserving widening (Net2Net / bert2BERT). MLP hidden to any larger size: hidden unit j
-    copies unit j mod H (fan-in rows), fan-out columns divided by the copy count. Residual width
-    x k: every dimension duplicated, x' = [x]*k, which keeps LayerNorm/RMSNorm statistics (a partial
-    duplication would not), so norm gains/biases, embeddings and producers' rows are repeated and every
-    consumer of the residual stream divides its fan-in by k. Heads are duplicated whole (k x n_head,
-    k x n_kv_head, same head_dim, so rotary and the 1/sqrt(head_dim) scale are untouched). Tied
-    embeddings are untied: the input needs [E]*k, the head [E/k]*k (tied, logits would be k x)."""
+def width(src, factor=None, n_embd=None, mlp_hidden=None, init='net2net', noise=0.0):
+    """Wider: residual width n_embd (heads grow with it, head_dim kept), MLP hidden size mlp_hidden;
+    factor k multiplies both (default 2). The new units and dimensions start as
+    - 'net2net' (G_direct in width): copies of the old ones, exact (net2net below);
+    - 'zero' (G_zero): whatever reads them is random, what they write is zero, exact (zero_width below);
+    - 'random' (G_random): GPT-2's init everywhere they appear; the old weights kept as they are."""
     s = src[0]
     a = s.args
     d, H = a['n_embd'], a['mlp_hidden'] or 4 * a['n_embd']
+    if init not in ('net2net', 'zero', 'random'):
+        raise ValueError(f"width: init must be 'net2net', 'zero' or 'random', got {init!r}")
+    if noise and init != 'net2net':
+        raise ValueError("width: noise breaks the symmetry of net2net's copies; it does not apply to init='zero'/'random'")
     if factor is None and n_embd is None and mlp_hidden is None:
         factor = 2
     if factor is not None and (not isinstance(factor, int) or factor < 1):
         raise ValueError(f"width: factor must be a positive integer, got {factor!r}")
     n_embd = n_embd if n_embd is not None else d * (factor or 1)
     mlp_hidden = mlp_hidden if mlp_hidden is not None else H * (factor or 1)
-    if not isinstance(n_embd, int) or n_embd < d or n_embd % d:
-        raise ValueError(f"width: n_embd={n_embd!r} must be a multiple of the source's {d} (every dimension is duplicated)")
+    hd, group = d // a['n_head'], a['n_head'] // (a['n_kv_head'] or a['n_head'])  # query heads per kv head
+    step = d if init == 'net2net' else hd * group
+    if not isinstance(n_embd, int) or n_embd < d or n_embd % step:
+        why = 'every dimension is duplicated' if init == 'net2net' else f'whole heads of {hd}' + (f', {group} per kv head' if group > 1 else '')
+        raise ValueError(f"width: n_embd={n_embd!r} must be a multiple of {step}, at least the source's {d} ({why})")
     if not isinstance(mlp_hidden, int) or mlp_hidden < H:
         raise ValueError(f"width: mlp_hidden={mlp_hidden!r} must be >= the source's {H}")
-    k = n_embd // d
-    if k == 1 and mlp_hidden == H:
+    if n_embd == d and mlp_hidden == H:
         raise ValueError("width: nothing to grow (n_embd and mlp_hidden unchanged)")
+    if init == 'net2net':
+        return net2net(s, n_embd, mlp_hidden, noise)
+    return embedded_width(s, n_embd, mlp_hidden, zero=init == 'zero')
+
+
+def net2net(s, n_embd, mlp_hidden, noise):
+    """Function-preserving widening (Net2Net, 2015, arXiv 1511.05641; bert2BERT, 2021, arXiv 2110.07143).
+    MLP hidden to any larger size: hidden unit j copies unit j mod H (fan-in rows), fan-out columns
+    divided by the copy count. Residual width x k: every dimension duplicated, x' = [x]*k, which keeps
+    LayerNorm/RMSNorm statistics (a partial duplication would not), so norm gains/biases, embeddings
+    and producers' rows are repeated and every consumer of the residual stream divides its fan-in by k.
+    Heads are duplicated whole (k x n_head, k x n_kv_head, same head_dim, so rotary and the
+    1/sqrt(head_dim) scale are untouched). Tied embeddings are untied: the input needs [E]*k, the
+    head [E/k]*k (tied, logits would be k x)."""
+    a = s.args
+    d, H = a['n_embd'], a['mlp_hidden'] or 4 * a['n_embd']
+    k = n_embd // d
     g = torch.arange(mlp_hidden) % H  # new hidden unit -> the unit it copies
     count = torch.bincount(g, minlength=H)
     hd = d // a['n_head']
@@ -574,6 +604,58 @@ def width(src, factor=None, n_embd=None, mlp_hidden=None, noise=0.0):
                 mlp_hidden=mlp_hidden if mlp_hidden != 4 * n_embd else None, tie_embeddings=tie)
     layers = [dict(origin=f'a:{i}', new=False, block=i) for i in range(len(blocks))]
     return Grown(blocks=blocks, layers=layers, args=args, rest=rest, info=dict(untied=a['tie_embeddings'] and not tie))
+
+
+def embedded_width(s, n_embd, mlp_hidden, zero):
+    """G_random / G_zero in width (Stacking Your Transformers, 2024, arXiv 2405.15319): a freshly
+    initialised model of the new size with the old weights written into its leading rows/columns
+    (old heads first, so grouped-query heads keep their kv heads). With zero=True the new parts are
+    made to leave the function unchanged:
+    - new MLP units and heads: fan-in random, fan-out (their mlp.c_proj / attn.c_proj columns) zero;
+    - new residual dimensions: everything that reads them (the linears after each norm, the head) is
+      random; everything that writes them (embeddings, the c_proj rows) holds them at a value the
+      norms ignore. With RMSNorm that is 0. With LayerNorm a 0 dimension would pull the mean toward 0
+      (and no per-dimension affine undoes that), so the writers are the mean of the old writers, which
+      keeps every new dimension equal to the token's mean over the old ones: the mean is unchanged and
+      those dimensions normalise to exactly 0.
+    Either way the old dimensions' mean square (RMSNorm) or variance (LayerNorm) is now averaged
+    over n_embd instead of d dimensions, a factor d/n_embd; old norm gains times sqrt(d/n_embd) and
+    norm_eps times d/n_embd restore every normalised value exactly. The random readers give the new
+    dimensions a gradient at once (zeros on both sides would never train)."""
+    a = s.args
+    d, H = a['n_embd'], a['mlp_hidden'] or 4 * a['n_embd']
+    hd = d // a['n_head']
+    n_head = n_embd // hd
+    n_kv_head = a['n_kv_head'] and n_head // (a['n_head'] // a['n_kv_head'])
+    args = dict(n_embd=n_embd, n_head=n_head, n_kv_head=n_kv_head, mlp_hidden=mlp_hidden if mlp_hidden != 4 * n_embd else None)
+    model = GPT(GPTConfig.from_dict({**a, **args}))  # GPT-2's init for every new weight
+    sd = model.state_dict()
+    old = {**s.rest, **{f'transformer.h.{i}.{k}': v for i, layer in enumerate(s.layers) for k, v in layer.items()}}
+    kv, new_kv = (a['n_kv_head'] or a['n_head']) * hd, (n_kv_head or n_head) * hd
+    for key, t in sd.items():
+        parts = [(t, old[key])]
+        if '.attn.c_attn.' in key:  # q | k | v rows: each part's old rows go first
+            parts = zip(t.split([n_embd, new_kv, new_kv]), old[key].split([d, kv, kv]))
+        for new, o in parts:
+            new[tuple(slice(0, n) for n in o.shape)] = o
+    if zero:
+        c = d / n_embd
+        for key, t in sd.items():
+            if key.endswith(('attn.c_proj.weight', 'mlp.c_proj.weight')):
+                t[:, d if '.attn.' in key else H:] = 0  # fan-out of new heads / MLP units
+            if key.endswith(('c_proj.weight', 'c_proj.bias')):
+                t[d:] = t[:d].mean(0) if a['norm'] == 'layernorm' else 0  # writers of new residual dimensions
+            elif key in ('transformer.wte.weight', 'transformer.wpe.weight'):
+                t[:, d:] = t[:, :d].mean(1, keepdim=True) if a['norm'] == 'layernorm' else 0
+            elif key.endswith(('ln_1.weight', 'ln_2.weight', 'ln_f.weight')):
+                t.mul_(c ** 0.5)
+        args['norm_eps'] = a['norm_eps'] * c
+    dtype = s.layers[0]['ln_1.weight'].dtype
+    blocks, rest = split_layers({k: v.to(dtype) for k, v in sd.items()}, a['n_layer'])
+    if a['tie_embeddings']:
+        rest['lm_head.weight'] = rest['transformer.wte.weight']
+    layers = [dict(origin=f'a:{i}', new=False, block=i) for i in range(len(blocks))]
+    return Grown(blocks=blocks, layers=layers, args=args, rest=rest)
 
 
 def tie(src, n_layer=None, init='average', lora_rank=None, lora_alpha=16.0):
@@ -658,8 +740,8 @@ METHODS = {
     'random': Method(random_layers, ('every', 'n_layer'), 1, "G_random in depth: freshly initialised blocks"),
     'lesa': Method(lesa, ('lesa_range', 'lesa_lambda', 'lesa_epochs', 'lesa_hidden', 'lesa_lr', 'lesa_batch',
                           'lesa_max_rows'), 1, "LESA: intermediate layers predicted from their neighbours"),
-    'width': Method(width, ('factor', 'n_embd', 'mlp_hidden', 'noise'), 1,
-                    "Net2Net widening: residual, heads, MLP hidden; exact"),
+    'width': Method(width, ('factor', 'n_embd', 'mlp_hidden', 'init', 'noise'), 1,
+                    "wider residual (and heads), MLP hidden: net2net copies (G_direct), zero (G_zero), random (G_random)"),
     'tie': Method(tie, ('n_layer', 'init', 'lora_rank', 'lora_alpha'), 1,
                   "Relaxed Recursive Transformer: shared blocks looped, SVD-initialised LoRA per layer"),
 }
@@ -779,9 +861,9 @@ def main(argv=None):
     g.add_argument('--ia3', action='store_true', help="IA3 adapters per logical layer (identity at first)")
     g.add_argument('--adapter_layers', help="all | virtual (adapters only on repeated occurrences of a block; with --tied)")
     g = p.add_argument_group('width / tie / lesa')
-    g.add_argument('--n_embd', type=int, help="width: new residual width (a multiple of the old)")
+    g.add_argument('--n_embd', type=int, help="width: new residual width (net2net: a multiple of the old; else whole heads)")
     g.add_argument('--mlp_hidden', type=int, help="width: new MLP hidden size (any larger size)")
-    g.add_argument('--init', help="tie: shared block init average | stepwise | lower")
+    g.add_argument('--init', help="width: new units net2net | zero | random; tie: shared block init average | stepwise | lower")
     g.add_argument('--lesa_range', help="lesa: 'lo:hi', a new layer before each layer lo..hi-1 (default upper half)")
     g.add_argument('--lesa_epochs', type=int)
     g.add_argument('--lesa_lambda', type=float)

@@ -179,6 +179,39 @@ def test_width_is_function_preserving(arch):
         assert torch.allclose(naive(IDX)[0], 2 * ref, atol=1e-4)
 
 
+@pytest.mark.parametrize('arch', [GPT2ISH, LLAMAISH], ids=['gpt2', 'llama'])
+def test_width_zero_is_exact_random_is_not_and_both_train(arch):
+    c = make(0, **arch)  # layernorm + biases + tied head, or rmsnorm + GQA + SwiGLU
+    ref = logits(c)
+    for opts in (dict(n_embd=48), dict(mlp_hidden=200)):  # residual + heads only (6 heads of 8 / 16); MLP only
+        zero, rand = (grow([c], 'width', init=init, **opts) for init in ('zero', 'random'))
+        assert (logits(zero) - ref).abs().max() <= 1e-5, opts
+        assert (logits(rand) - ref).abs().max() > 1e-3, opts
+    with pytest.raises(ValueError, match='multiple of'):
+        grow([c], 'width', init='zero', n_embd=44)  # not whole heads (of whole kv groups)
+    with pytest.raises(ValueError, match='noise'):
+        grow([c], 'width', init='random', noise=0.1)
+    d, H = 32, 128
+    for init in ('zero', 'random'):  # x2 everywhere: 8 heads (GQA: 4 kv heads), tied head stays tied
+        g = grow([c], 'width', init=init)
+        a = g['model_args']
+        assert (a['n_embd'], a['n_head'], a['n_kv_head'], a['tie_embeddings']) == (64, 8, c['model_args']['n_kv_head'] and 4, c['model_args']['tie_embeddings'])
+        assert init == 'random' or (logits(g) - ref).abs().max() <= 1e-5
+        model = build_model(g)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        losses = []
+        for _ in range(8):
+            loss = model(IDX, IDX)[1]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert losses[-1] < losses[0] - 0.2, (init, losses)
+        mlp_out, attn_out = model.transformer.h[0].mlp.c_proj.weight, model.transformer.h[0].attn.c_proj.weight
+        assert mlp_out[:, H:].abs().min() > 0 and attn_out[:, d:].abs().min() > 0  # new units' fan-out (zero at first) learned
+        assert attn_out[d:].abs().min() > 0  # writers of the new residual dimensions learned
+
+
 def test_tie_relaxed_recursive():
     c = make(0, **LLAMAISH)  # bias-free: exact at full rank
     ref = logits(c)
