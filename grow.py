@@ -346,10 +346,10 @@ def parse_layers(text, src):
 
 
 def read_slices(text):
-    """A mergekit passthrough config -> [(model, layer, scales)], layer_range half-open. Only the
-    `scale` parameter is read; it multiplies the layer's output projections (attn.c_proj, mlp.c_proj,
-    = o_proj/down_proj, weights and biases): scaling inputs of a pre-norm block means little, scaling
-    its outputs scales what it adds to the residual stream (0 = an identity block, as LLaMA Pro)."""
+    """A mergekit passthrough config -> [(model, layer, t, scopes)] per output layer: layer_range is
+    half-open; t is the layer's position in its slice (0..1, 1 for a one-layer slice), where mergekit
+    reads gradients; scopes are the `parameters:` that apply, most specific first (the slice's source,
+    the slice, the whole file), as mergekit resolves them."""
     import yaml  # optional dependency (pyyaml), only for --yaml
     try:
         cfg = yaml.safe_load(text)
@@ -368,46 +368,107 @@ def read_slices(text):
         r = s.get('layer_range')
         if 'model' not in s or not (isinstance(r, list) and len(r) == 2 and all(type(x) is int for x in r) and 0 <= r[0] < r[1]):
             raise ValueError(f"bad YAML: slice {n} needs 'model' and 'layer_range: [start, end]' with 0 <= start < end")
-        params = {**(sl.get('parameters') or {}), **(s.get('parameters') or {})}
-        scales = parse_scale(params.get('scale', 1.0), n)
-        out += [(str(s['model']), i, scales) for i in range(*r)]
+        scopes = [x.get('parameters') or {} for x in (s, sl, cfg)]
+        if not all(isinstance(p, dict) for p in scopes):
+            raise ValueError(f"bad YAML: slice {n}: 'parameters' must be a mapping")
+        size = r[1] - r[0]
+        out += [(str(s['model']), i, j / (size - 1) if size > 1 else 1.0, scopes) for j, i in enumerate(range(*r))]
     return out
 
 
-def parse_scale(spec, n):
-    """mergekit `scale`: a number, or a list of {filter, value} where the first matching filter wins."""
-    aliases = {'attn.c_proj': ('o_proj', 'attn.c_proj', 'self_attn'), 'mlp.c_proj': ('down_proj', 'mlp.c_proj', 'mlp')}
-    entries = spec if isinstance(spec, list) else [{'value': spec}]
-    scales = {}
-    for e in entries:
-        if not isinstance(e, dict) or not isinstance(e.get('value'), (int, float)):
-            raise ValueError(f"bad YAML: slice {n} scale must be a number or a list of {{filter, value}}")
-        f = e.get('filter')
-        hits = [t for t, names in aliases.items() if f is None or any(a in str(f) for a in names)]
-        if not hits:
-            raise ValueError(f"bad YAML: slice {n} scale filter {f!r} unsupported (only o_proj/down_proj, our attn.c_proj/mlp.c_proj)")
-        for t in hits:
-            scales.setdefault(t, float(e['value']))
-    return {t: v for t, v in scales.items() if v != 1.0}
+def number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def setting_value(setting, name, t):
+    """mergekit's value of one parameter setting for tensor `name` (None: the setting says nothing): a
+    number; a gradient (list of numbers, linearly interpolated at t); {filter, value} or a list of them,
+    where the first entry without a filter, with filter '*' or with a filter contained in `name` wins."""
+    if isinstance(setting, dict):
+        setting = [setting]
+    if number(setting):
+        return float(setting)
+    if isinstance(setting, list) and all(number(v) for v in setting):
+        if not setting:
+            return None
+        pos = t * (len(setting) - 1)
+        lo = int(pos)
+        hi = min(len(setting) - 1, lo + 1)
+        return (1 - (pos - lo)) * setting[lo] + (pos - lo) * setting[hi]
+    if isinstance(setting, list) and all(isinstance(c, dict) and 'value' in c and set(c) <= {'filter', 'value'}
+                                         and isinstance(c.get('filter', ''), str) for c in setting):
+        for c in setting:
+            if c.get('filter') in (None, '*') or c['filter'] in name:
+                return setting_value(c['value'], name, t)
+        return None
+    raise ValueError(f"bad YAML: scale {setting!r} must be a number, a list of numbers or {{filter, value}} entries")
+
+
+def mergekit_names(cfg):
+    """Our tensor names -> [(mergekit's tensor name, rows)], the names its `filter`s are matched
+    against: those of the Hugging Face family that runs the model (convert.py), c_attn being three
+    tensors q, k, v; a model no family runs keeps our names."""
+    from convert import name_map, pick_family
+    try:
+        family = pick_family(cfg)
+    except ValueError:
+        return None
+    q, kv = cfg.n_embd, (cfg.n_kv_head or cfg.n_head) * (cfg.n_embd // cfg.n_head)
+    names = {}
+    for ours, theirs, how in name_map(family, cfg.n_layer):
+        bounds = [0, q, q + kv, q + 2 * kv] if how == 'qkv' else [0, None]
+        names[ours] = [(h, slice(bounds[j], bounds[j + 1])) for j, h in enumerate(theirs)]
+    return names
+
+
+def scaled(tensors, prefix, names, scopes, t):
+    """mergekit passthrough's `scale` on one layer's (or the embeddings' / head's) tensors: each HF
+    tensor times the value its most specific scope gives it, unscaled where none does. -> (tensors,
+    the scales used); tensors that change are new copies."""
+    out, used = dict(tensors), set()
+    for key, v in tensors.items():
+        full = prefix + key
+        if names is not None and full not in names:
+            raise ValueError(f"map: {full} has no Hugging Face name, so mergekit's scale cannot be matched for it")
+        for name, rows in names[full] if names is not None else [(full, slice(None))]:
+            x = next((x for p in scopes if 'scale' in p for x in [setting_value(p['scale'], name, t)] if x is not None), None)
+            if x is not None:
+                used.add(x)
+                if out[key] is v:
+                    out[key] = v.clone()
+                out[key][rows] *= x
+    return out, used
 
 
 def map_layers(src, map=None, yaml=None, **duplicates):
     """Explicit layer list (map='a:0,b:0,a:1' or 'a:0-15,b:8-23') or a mergekit passthrough YAML
-    (slices of layer_range [start, end) from named models; Goliath-style frankenmerges)."""
+    (slices of layer_range [start, end) from named models; Goliath-style frankenmerges), built as
+    mergekit builds it: the embeddings come from the first slice's model, the final norm and head
+    from the last slice's, and a `scale` multiplies every tensor its filters select, weight by weight
+    (so a scale on the first slice also scales the embeddings, on the last slice the norm and head)."""
     if (map is None) == (yaml is None):
         raise ValueError("map: give exactly one of map (a layer list) or yaml (mergekit slices)")
     check_same_architecture(src)
     if map is not None:
         return place(src, copies(src, parse_layers(map, src)), **duplicates)
+    slices = [(source_index(src, model), i, t, scopes) for model, i, t, scopes in read_slices(yaml)]
+    if len({src[j].args['tie_embeddings'] for j, *_ in slices}) > 1:
+        raise ValueError("map: the YAML's models differ in tie_embeddings (mergekit would take either's config)")
+    names = {j: mergekit_names(src[j].cfg) for j in {j for j, *_ in slices}}
     plan = []
-    for model, i, scales in read_slices(yaml):
-        j = source_index(src, model)
-        t, origin = src[j].layers[layer_index(src[j], i)], f"{src[j].letter}:{i}"
-        if scales:  # a scaled copy is a distinct block (never tied)
-            t = {k: v * scales[k.rsplit('.', 1)[0]] if k.rsplit('.', 1)[0] in scales else v.clone() for k, v in t.items()}
-            origin += ' scale ' + ','.join(f'{k}={v:g}' for k, v in scales.items())
-        plan.append(Slot((j, i), t, origin, not scales))
-    return place(src, plan, **duplicates)
+    for j, i, t, scopes in slices:
+        tensors, used = scaled(src[j].layers[layer_index(src[j], i)], f'transformer.h.{i}.', names[j], scopes, t)
+        origin = f"{src[j].letter}:{i}" + (f" scale {','.join(f'{x:g}' for x in sorted(used))}" if used else '')
+        plan.append(Slot((j, i), tensors, origin, not used))  # a scaled copy is a distinct block (never tied)
+    out = place(src, plan, **duplicates)
+    (first, *_, first_scopes), (last, *_, last_scopes) = slices[0], slices[-1]
+    head = ('transformer.ln_f.weight', 'transformer.ln_f.bias', 'lm_head.weight')
+    embeddings = {k: v for k, v in src[first].rest.items() if k not in head}
+    final = {k: v for k, v in src[last].rest.items() if k in head}
+    out.rest = {**scaled(embeddings, '', names[first], first_scopes, 0.0)[0], **scaled(final, '', names[last], last_scopes, 0.0)[0]}
+    if src[first].args['tie_embeddings']:  # no head tensor of its own: the (first slice's) embeddings
+        out.rest['lm_head.weight'] = out.rest['transformer.wte.weight']
+    return out
 
 
 def llama_pro(src, every=None, n_layer=None):
@@ -798,7 +859,7 @@ def grow(sources, method, names=None, head_from=None, seed=0, batches=None, **op
         torch.manual_seed(seed)
         out = m.build(src, **options, **(dict(batches=batches) if m.needs_data else {}))
     args = {**head.args, **out.args}
-    rest = head.rest if out.rest is None or (head_from is not None and len(src) > 1) else out.rest
+    rest = head.rest if out.rest is None or (head_from is not None and m.max_sources != 1) else out.rest
     sd = dict(rest)
     for p, block in enumerate(out.blocks):
         sd.update({f'transformer.h.{p}.{k}': v for k, v in block.items()})
@@ -895,7 +956,7 @@ def main(argv=None):
             except OSError as e:
                 raise ValueError(f"cannot read {a.yaml}: {e.strerror}") from None
             known = set(LETTERS[:len(paths)]) | set(names) | set(paths)
-            for model, _, _ in read_slices(options['yaml']):  # models not given on the command line are paths
+            for model, *_ in read_slices(options['yaml']):  # models not given on the command line are paths
                 if model not in known:
                     names.append(None)
                     paths.append(model)

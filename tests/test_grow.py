@@ -119,13 +119,40 @@ slices:
     gm = grow([a, b], 'map', map='a:0-1,b:1-2,a:2-3')
     assert order(gy) == [0, 1, 101, 102, 2, 3] and gy['provenance']['layers'] == gm['provenance']['layers']
     assert gy['model'].keys() == gm['model'].keys() and all(torch.equal(gy['model'][k], gm['model'][k]) for k in gm['model'])
-    # `scale` multiplies the output projections: 0 on o_proj/down_proj appends an exact identity block
-    c = make(2)
-    for scale in ("0", "[{filter: o_proj, value: 0}, {filter: down_proj, value: 0}, {value: 1}]"):
-        yml = f"slices:\n  - sources: [{{model: a, layer_range: [0, 4]}}]\n  - sources: [{{model: a, layer_range: [3, 4], parameters: {{scale: {scale}}}}}]\n"
+    # `scale` multiplies every tensor of its slice (mergekit): 0 on a middle slice inserts an exact identity
+    # block; 0 on o_proj/down_proj only does too, here on the last slice, whose final norm and head {value: 1} keeps
+    c = make(2, **LLAMAISH)
+    for yml in ("slices:\n  - sources: [{model: a, layer_range: [0, 2]}]\n"
+                "  - sources: [{model: a, layer_range: [1, 2], parameters: {scale: 0}}]\n"
+                "  - sources: [{model: a, layer_range: [2, 4]}]\n",
+                "slices:\n  - sources: [{model: a, layer_range: [0, 4]}]\n  - sources: [{model: a, layer_range: [3, 4], "
+                "parameters: {scale: [{filter: o_proj, value: 0}, {filter: down_proj, value: 0}, {value: 1}]}}]\n"):
         gs = grow([c], 'map', yaml=yml)
         assert (logits(gs) - logits(c)).abs().max() <= 1e-6 and gs['model_args']['n_layer'] == 5
-        assert torch.equal(gs['model']['transformer.h.4.ln_1.weight'], c['model']['transformer.h.3.ln_1.weight'])
+    assert not gs['model']['transformer.h.4.attn.c_proj.weight'].any()
+    assert torch.equal(gs['model']['transformer.h.4.ln_1.weight'], c['model']['transformer.h.3.ln_1.weight'])
+
+
+def test_yaml_scale_and_head_follow_mergekit():
+    a, b = make(0, **LLAMAISH), make(1, **LLAMAISH)
+    yml = """
+slices:
+  - sources: [{model: a, layer_range: [0, 2]}]
+    parameters: {scale: 2}
+  - sources: [{model: b, layer_range: [1, 4], parameters: {scale: [{filter: q_proj, value: [0, 1]}]}}]
+"""
+    g = grow([a, b], 'map', yaml=yml)
+    sd, sa, sb = g['model'], a['model'], b['model']
+    for k in [k for k in sa if k.startswith('transformer.h.0.')] + ['transformer.wte.weight']:
+        assert torch.equal(sd[k], 2 * sa[k]), k  # every tensor of the first slice, and its embeddings
+    for k in ('transformer.ln_f.weight', 'lm_head.weight'):
+        assert torch.equal(sd[k], sb[k]), k  # the last slice's model, unscaled (q_proj matches neither)
+    for p, (i, x) in enumerate([(1, 0.0), (2, 0.5), (3, 1.0)], start=2):  # a gradient over the slice
+        W, W0 = sd[f'transformer.h.{p}.attn.c_attn.weight'], sb[f'transformer.h.{i}.attn.c_attn.weight']
+        assert torch.equal(W[:32], x * W0[:32]) and torch.equal(W[32:], W0[32:])  # q rows only: k, v untouched
+    assert torch.equal(grow([a, b], 'map', yaml=yml, head_from='a')['model']['lm_head.weight'], sa['lm_head.weight'])
+    with pytest.raises(ValueError, match='bad YAML: scale'):
+        grow([a], 'map', yaml="slices:\n  - sources: [{model: a, layer_range: [0, 2], parameters: {scale: [x]}}]\n")
 
 
 @pytest.mark.parametrize('arch', [GPT2ISH, LLAMAISH], ids=['gpt2', 'llama'])
