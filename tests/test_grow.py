@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import grow as G
+import lesa
 from checkpoint import build_model, load_checkpoint, save_checkpoint
 from grow import grow
 from model import GPT, GPTConfig
@@ -286,9 +287,9 @@ def test_sources_with_virtual_layers_are_materialised():
 def test_lesa_svd_bookkeeping_and_determinism():
     for L in (3, 6):  # 3 layers: c_fc's concatenation is tall, 6: wide (the two branches of grow.svd)
         c = make(0, n_layer=L)
-        for name, key, rows in G.matrix_types(c['model_args']):
+        for name, key, rows in lesa.matrix_types(c['model_args']):
             Ws = [c['model'][f'transformer.h.{l}.{key}'][rows] for l in range(L)]
-            US, Vh = G.svd(torch.cat(Ws, dim=1))
+            US, Vh = lesa.svd(torch.cat(Ws, dim=1))
             for l, W in enumerate(Ws):
                 V = Vh[:, l * W.shape[1]:(l + 1) * W.shape[1]]
                 assert (US @ V - W).norm() / W.norm() < 1e-5, (L, name, l)
