@@ -7,6 +7,7 @@ $ python grow.py --method llama_pro --every 2 --out out/pro.pt a.pt             
 $ python grow.py --method map --map "a:0-5,b:3-7" --out out/fm.pt a.pt b.pt       # frankenmerge
 $ python grow.py --method map --yaml slices.yml --out out/fm.pt                   # mergekit passthrough
 $ python grow.py --method width --factor 2 --out out/wide.pt a.pt                 # Net2Net, exact
+$ python grow.py --method width --init zero --n_embd 192 --out out/wide.pt a.pt   # G_zero in width, exact
 
 Library: grow(sources, method, **options) -> checkpoint dict (sources are loaded checkpoint dicts);
 check_options(method, options) validates a method and its options before any work is done.
@@ -16,8 +17,9 @@ Read top to bottom:
    out: model.merged()) and split into per-layer tensor dicts;
 2) depth: pure layer orders (stack_order, interleave_order, dus_order; eval.py sweeps them too), a
    plan of Slots (one per logical layer) per method, and place(), which turns a plan into blocks,
-   with duplicates copied or, with tied=True, weight-tied through layer_map;
-3) width and weight sharing (width, tie);
+   with duplicates copied or, with tied=True, weight-tied through layer_map (LESA's predictor is in
+   lesa.py);
+3) width (net2net copies, zero, random) and weight sharing (tie);
 4) METHODS, the one registry: each method's function, the options it takes, how many sources, and
    whether it needs training data; grow() dispatches through it and writes the provenance;
 5) the command line.

@@ -4,6 +4,7 @@ CLI's outputs and one-line errors, and growth inside train.py (with resume acros
 import hashlib
 import inspect
 import json
+import os
 import subprocess
 import sys
 
@@ -154,6 +155,50 @@ slices:
     assert torch.equal(grow([a, b], 'map', yaml=yml, head_from='a')['model']['lm_head.weight'], sa['lm_head.weight'])
     with pytest.raises(ValueError, match='bad YAML: scale'):
         grow([a], 'map', yaml="slices:\n  - sources: [{model: a, layer_range: [0, 2], parameters: {scale: [x]}}]\n")
+
+
+def test_yaml_matches_mergekit_tensor_by_tensor(tmp_path, repo):
+    """mergekit itself on tiny random Hugging Face Llama models, named by directory in the YAML as
+    mergekit configs name them: grow.py's model equals mergekit's in every tensor, with an untied and a
+    tied head, filters, a gradient, source/slice/top-level parameters and two models."""
+    tf = pytest.importorskip('transformers')
+    try:
+        from mergekit.config import MergeConfiguration
+        from mergekit.merge import MergeOptions, run_merge
+    except ImportError as e:  # CI installs it without its CUDA-pulling dependencies (.ci/run)
+        if os.environ.get('CI') == 'true':
+            pytest.fail(f"CI=true but mergekit cannot be imported ({e})")
+        pytest.skip(f"needs mergekit ({e}): pip install --no-deps mergekit==0.1.5 immutables peft accelerate")
+    import yaml
+    from convert import import_model
+    for tie in (False, True):
+        a, b = tmp_path / f'a{tie}', tmp_path / f'b{tie}'
+        for seed, d in enumerate((a, b)):
+            torch.manual_seed(seed)
+            m = tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                                   tie_word_embeddings=tie))
+            with torch.no_grad():  # away from the init's ones, which would hide a scale applied to a norm or not
+                for p in m.parameters():
+                    p.normal_(1.0 if p.dim() == 1 else 0.0, 0.3)
+            m.save_pretrained(d)
+        config = {'merge_method': 'passthrough', 'dtype': 'float32', 'parameters': {'scale': [{'filter': 'o_proj', 'value': 0.5}]},
+                  'slices': [{'sources': [{'model': str(a), 'layer_range': [0, 2]}], 'parameters': {'scale': 2.0}},
+                             {'sources': [{'model': str(b), 'layer_range': [1, 4], 'parameters': {
+                                 'scale': [{'filter': 'self_attn', 'value': [0.0, 1.0]}, {'filter': 'mlp.up', 'value': 3}]}}]},
+                             {'sources': [{'model': str(a), 'layer_range': [3, 4]}],
+                              'parameters': {'scale': [{'filter': 'norm', 'value': 0.25}, {'filter': 'q_proj', 'value': 4}]}}]}
+        (tmp_path / 'fm.yml').write_text(yaml.safe_dump(config))
+        run_merge(MergeConfiguration.model_validate(config), str(tmp_path / f'mk{tie}'),
+                  MergeOptions(copy_tokenizer=False, write_model_card=False, quiet=True))
+        theirs = import_model(f"hf:{tmp_path / f'mk{tie}'}")
+        r = run(repo, '--method', 'map', '--yaml', tmp_path / 'fm.yml', '--out', tmp_path / f'g{tie}.pt')
+        assert r.returncode == 0, r.stderr
+        ours = load_checkpoint(tmp_path / f'g{tie}.pt')
+        assert ours['model_args'] == theirs['model_args'] and ours['model'].keys() == theirs['model'].keys()
+        for k, v in theirs['model'].items():
+            assert torch.allclose(ours['model'][k], v, rtol=0, atol=1e-6), (tie, k)
+        assert not torch.equal(ours['model']['transformer.h.0.ln_1.weight'], import_model(f'hf:{a}')['model']['transformer.h.0.ln_1.weight'])
 
 
 @pytest.mark.parametrize('arch', [GPT2ISH, LLAMAISH], ids=['gpt2', 'llama'])
