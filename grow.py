@@ -39,7 +39,7 @@ import torch
 
 from checkpoint import load_checkpoint, save_checkpoint, strip_prefixes
 from lesa import lesa_layers, svd
-from model import GPT, GPTConfig, Adapter, LORA_TARGETS
+from model import GPT, GPTConfig, Adapter, LoRA, LORA_TARGETS
 
 LETTERS = 'abcdefghijklmnopqrstuvwxyz'
 # model_args that may differ between sources of one depth-grown model: they do not change a block's tensors
@@ -628,9 +628,9 @@ def embedded_width(s, n_embd, mlp_hidden, zero):
 def tie(src, n_layer=None, init='average', lora_rank=None, lora_alpha=16.0):
     """Relaxed Recursive Transformers (2024, arXiv 2410.20672): L layers -> n_layer shared blocks looped
     (logical l runs block l mod K), each logical layer with a LoRA initialised from the truncated SVD of
-    (its own weight - the shared one): B = U_r S_r / scale, A = V_r^T. Shared init: 'average' of the
-    layers a block serves, 'stepwise' (layers at equal intervals, first and last kept) or 'lower' (the
-    first K). Norm gains are first folded into the matrices that read the norm (W diag(g), shared gains
+    (its own weight - the shared one): B = U_r S_r / scale, A = V_r^T, into the adapters model.py builds
+    for the looped config. Shared init: 'average' of the layers a block serves, 'stepwise' (layers at
+    equal intervals, first and last kept) or 'lower' (the first K). Norm gains are first folded into the matrices that read the norm (W diag(g), shared gains
     1) so the LoRA carries them too: at full rank (n_embd) the model is exact for bias-free models;
     biases cannot be expressed by a LoRA and are shared like the weights. Everything trains afterwards."""
     s = src[0]
@@ -663,20 +663,19 @@ def tie(src, n_layer=None, init='average', lora_rank=None, lora_alpha=16.0):
     else:
         picked = [[b] for b in range(K)]
     shared = [{k: sum(folded[l][k] for l in ls) / len(ls) for k in folded[0]} for ls in picked]
-    adapters = {}
-    for l in range(L):
-        for target, lin in targets.items():
-            if r and f'{lin}.weight' in folded[l]:
-                US, A = svd(folded[l][f'{lin}.weight'] - shared[l % K][f'{lin}.weight'], rank=r)
-                dead = A.norm(dim=1) == 0  # directions of a zero residual: B is 0 there; give A the usual
-                A[dead] = (torch.rand_like(A[dead]) * 2 - 1) / A.shape[1] ** 0.5  # LoRA init so both can learn
-                adapters[f'adapters.{l}.lora.{target}.lora_B'] = US / (lora_alpha / r)
-                adapters[f'adapters.{l}.lora.{target}.lora_A'] = A
-    dtype = s.layers[0]['ln_1.weight'].dtype
-    blocks = [{k: v.to(dtype) for k, v in b.items()} for b in shared]
-    adapters = {k: v.to(dtype) for k, v in adapters.items()}
     args = dict(n_layer=K, layer_map=[l % K for l in range(L)], lora_rank=r, lora_alpha=lora_alpha,
                 lora_targets=list(LORA_TARGETS), ia3=False, adapter_layers='all')
+    with torch.device('meta'):  # the adapters model.py makes for this config: their names and scale
+        model = GPT(GPTConfig.from_dict({**s.args, **args}))
+    adapters, dtype = {}, s.layers[0]['ln_1.weight'].dtype
+    for name, lora in model.named_modules():
+        if isinstance(lora, LoRA):  # name = adapters.<logical layer>.lora.<target>
+            l, lin = int(name.split('.')[1]), targets[name.rsplit('.', 1)[1]]
+            US, A = svd(folded[l][f'{lin}.weight'] - shared[l % K][f'{lin}.weight'], rank=r)
+            dead = A.norm(dim=1) == 0  # directions of a zero residual: B is 0 there; give A the usual
+            A[dead] = (torch.rand_like(A[dead]) * 2 - 1) / A.shape[1] ** 0.5  # LoRA init so both can learn
+            adapters[f'{name}.lora_B'], adapters[f'{name}.lora_A'] = (US / lora.scale).to(dtype), A.to(dtype)
+    blocks = [{k: v.to(dtype) for k, v in b.items()} for b in shared]
     layers = [dict(origin=f'a:{l}', new=False, block=l % K) for l in range(L)]
     return Grown(blocks=blocks, layers=layers, args=args, adapters=adapters, info=dict(trainable='all', shared_init=picked))
 
