@@ -804,7 +804,6 @@ def training_batches(data_dir):
     return batch_stream(data_dir, 'train')
 
 
-
 def main(argv=None):
     p = argparse.ArgumentParser(description="Grow a GPT checkpoint (see the module docstring and README).")
     p.add_argument('sources', nargs='*', help="checkpoints; NAME=PATH names one (otherwise a, b, c, ...)")
