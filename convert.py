@@ -23,6 +23,7 @@ import tempfile
 import numpy as np
 import torch
 
+from checkpoint import make_checkpoint
 from model import GPT, GPTConfig
 
 FAMILIES = ('gpt2', 'gpt_neo', 'llama')
@@ -92,14 +93,12 @@ def import_model(spec):
         args, sd, tok = import_llama2c(path, tok_path or None)
     else:
         raise ValueError(f"unknown model spec {spec!r}: use 'hf:<dir or hub name>' or 'llama2c:<model.bin>[,<tokenizer.bin>]'")
-    with torch.device('meta'):  # shapes and parameter counts without allocating anything
+    with torch.device('meta'):  # shapes without allocating anything
         meta = GPT(GPTConfig(**args))
     for k, v in meta.state_dict().items():
         if sd[k].shape != v.shape:
             raise ValueError(f"{spec}: shape mismatch for {k}: the file has {list(sd[k].shape)}, its config implies {list(v.shape)}")
-    return {'model': sd, 'model_args': meta.config.to_dict(), 'iter_num': 0, 'best_val_loss': float('inf'),
-            'config': {'init_from': spec}, 'tokenizer': tok, 'tokens_seen': 0, 'flops_spent': 0.0,
-            'elapsed': 0.0, 'param_counts': meta.param_counts()}
+    return make_checkpoint(sd, meta.config.to_dict(), tokenizer=tok, config={'init_from': spec})
 
 
 def hf_dir(name):
@@ -416,7 +415,7 @@ def main(argv=None):
     p.add_argument('--family', default='auto', choices=('auto',) + FAMILIES)
     p.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16', 'float16'))
     args = ap.parse_args(argv)
-    from checkpoint import build_model, load_checkpoint, save_checkpoint
+    from checkpoint import build_model, load_any, save_checkpoint
     try:
         if args.cmd == 'import':
             ckpt = import_model(args.spec)
@@ -426,7 +425,7 @@ def main(argv=None):
                   f"n_head={a['n_head']}/{a['n_kv_head'] or a['n_head']} block_size={a['block_size']}, "
                   f"tokenizer={tok['tokenizer'] if tok else 'none'} -> {args.out}")
         else:
-            ckpt = load_checkpoint(args.ckpt)
+            ckpt = load_any(args.ckpt)
             family = export_hf(build_model(ckpt), args.out, args.family, args.dtype, ckpt.get('tokenizer'))
             print(f"exported {args.ckpt} as {family} ({args.dtype}) -> {args.out}")
     except (ValueError, FileNotFoundError) as e:

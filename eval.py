@@ -1,9 +1,10 @@
 """
-Evaluate checkpoints: perplexity, layer-map sweeps, growth-versus-scratch speedup, multiple choice.
+Evaluate checkpoints: perplexity, layer-map sweeps, multiple choice; `compare` (growth-versus-scratch speedup from
+logs) is compare.py's, kept here as a subcommand.
 
   python eval.py ppl out/scratch out/grown/best.pt llama2c:../shared/models/stories260K/stories260K.bin --data data/tinystories
   python eval.py sweep out/ts4 --data data/tinystories --generate monotone,methods --length 8 --out sweep.csv
-  python eval.py compare scratch=out/scratch grown=out/grown --out compare.png
+  python eval.py compare scratch=out/scratch grown=out/grown --out compare.png   (= python compare.py ...)
   python eval.py mc out/ts4 --file choices.jsonl
 
 A checkpoint is a .pt file, an out_dir (its best.pt, else last.pt), or an import spec (hf:NAME, llama2c:PATH)
@@ -20,45 +21,36 @@ import math
 import os
 import random
 import sys
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from compare import add_arguments as add_compare_arguments, atomic_write, cmd_compare, pyplot, save_fig
+
 # -----------------------------------------------------------------------------
 # loading models and tokens
 
 def load_model(spec, device):
     """-> (model in eval mode on device, tokenizer meta dict or None)."""
-    if spec.startswith(('hf:', 'llama2c:')):
-        from convert import import_model  # lazy: pulls in transformers only when asked
-        ckpt = import_model(spec)
-    else:
-        from checkpoint import load_checkpoint
-        path = spec
-        if os.path.isdir(spec):  # an out_dir: its best checkpoint, else its last
-            best = os.path.join(spec, 'best.pt')
-            path = best if os.path.exists(best) else os.path.join(spec, 'last.pt')
-        ckpt = load_checkpoint(path)
-    from checkpoint import build_model
+    from checkpoint import build_model, load_any
+    ckpt = load_any(spec)
     return build_model(ckpt).to(device).eval(), ckpt.get('tokenizer')
 
 
 def load_tokens(data, split, meta):
     """Token ids of `data` -> (ids, tokenizer meta): a prepared dir's {split}.bin with its meta.json, or a raw text
     file encoded with `meta`'s tokenizer."""
-    from tokenizer import get_tokenizer, load_meta
+    from tokenizer import get_tokenizer
+    from tokens import TokenData
     if os.path.isdir(data):
-        data_meta = load_meta(data)
-        path = os.path.join(data, f'{split}.bin')
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} not found (prepare the data first: data/<name>/prepare.py)")
+        tokens = TokenData(data)
+        data_meta = tokens.meta or {}
         if meta and any(meta.get(k) != data_meta.get(k) for k in ('tokenizer', 'vocab_size', 'chars')):
             raise ValueError(f"{data} uses the {data_meta.get('tokenizer')} tokenizer (vocab {data_meta.get('vocab_size')}) "
                              f"but the checkpoint was trained with {meta.get('tokenizer')} (vocab {meta.get('vocab_size')})")
-        return np.memmap(path, dtype=np.dtype(data_meta['dtype']), mode='r'), data_meta
+        return tokens.tokens(split), data_meta or None
     if not os.path.isfile(data):
         raise FileNotFoundError(f"--data {data}: no such file or directory")
     if meta is None:
@@ -98,18 +90,19 @@ def utf8_bytes(meta, Y):
 # evaluation, on one process or all ranks of a torchrun
 
 def setup(args):
-    """Pick the device; join the process group under torchrun. -> (device, autocast context)."""
-    device = args.device
+    """Pick the device and dtype (device.py's policy); join the process group under torchrun.
+    -> (device, autocast context)."""
+    from device import choose
+    policy = choose(args.device, args.dtype)
+    device = policy.device
     if int(os.environ.get('WORLD_SIZE', 1)) > 1:
         import torch.distributed as dist
-        cuda = device.startswith('cuda')
+        cuda = policy.device_type == 'cuda'
         dist.init_process_group('nccl' if cuda else 'gloo')
         if cuda:
             device = f"cuda:{os.environ['LOCAL_RANK']}"
             torch.cuda.set_device(device)
-    dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[args.dtype]
-    ctx = nullcontext() if dtype == torch.float32 else torch.autocast(device.split(':')[0], dtype=dtype)
-    return device, ctx
+    return device, policy.autocast()
 
 
 def rank_world():
@@ -204,7 +197,7 @@ def method_maps(n, T):
 
 
 def keep_end_maps(n, T, max_maps, seed, monotone):
-    """Maps that keep the first and last layer in place (the blog found the others worse); the T-2 middle entries
+    """Maps that keep the first and last layer in place (the embedding-facing and head-facing layers); the T-2 middle entries
     are any layers (n**(T-2) maps) or, with monotone, a non-decreasing sequence. More than max_maps: a seeded
     uniform random sample of max_maps of them."""
     k = T - 2
@@ -335,137 +328,6 @@ def cmd_sweep(args):
             print(f"wrote {png}")
 
 # -----------------------------------------------------------------------------
-# compare: val loss against compute for several runs, and the Stacking paper's speedup
-
-def read_log(arg):
-    """'label=path' or 'path' (a log.jsonl or the out_dir holding it) -> run dict with its eval and grow records."""
-    label, path = arg.split('=', 1) if '=' in arg and '/' not in arg.split('=', 1)[0] else (None, arg)
-    if os.path.isdir(path):
-        path = os.path.join(path, 'log.jsonl')
-    if label is None:  # out_dir/log.jsonl -> out_dir's name; other.jsonl -> other
-        name = os.path.basename(path)
-        label = os.path.basename(os.path.dirname(os.path.abspath(path))) if name == 'log.jsonl' else os.path.splitext(name)[0]
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such log")
-    evals, grows = [], []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                kind = rec['type']
-                if kind == 'eval':
-                    evals.append({k: float(rec[k]) for k in ('flops', 'tokens', 'elapsed', 'val_loss')})
-                elif kind == 'grow':
-                    grows.append({k: float(rec[k]) for k in ('flops', 'tokens')} | {'elapsed': float(rec.get('elapsed', 'nan'))})
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{lineno}: malformed log record ({type(e).__name__}: {e})") from None
-    if not evals:
-        raise ValueError(f"{path}: no eval records (type 'eval' with val_loss)")
-    evals.sort(key=lambda r: r['flops'])  # a resumed run may append out of order
-    return {'label': label, 'path': path, 'evals': evals, 'grows': grows}
-
-
-def first_crossing(xs, losses, target):
-    """Compute at which a curve first gets to loss <= target, linearly interpolated between the two eval points that
-    bracket the crossing; None if it never does (no extrapolation). A curve already below at its first point: that point."""
-    for i, (x, loss) in enumerate(zip(xs, losses)):
-        if loss <= target:
-            if i == 0:
-                return x
-            x0, l0 = xs[i - 1], losses[i - 1]
-            return x0 + (l0 - target) / (l0 - loss) * (x - x0)
-    return None
-
-
-def speedups(runs, scratch, fractions, losses):
-    """Targets: the scratch curve's loss at each fraction of its final FLOPs (1 = its final val loss L*) and any
-    given losses. For each: C(L) of every run and sp = C_scratch(L) / C_run(L) - 1 (Stacking, App. B.2)."""
-    xs, ls = [e['flops'] for e in scratch['evals']], [e['val_loss'] for e in scratch['evals']]
-    targets = [("given", L) for L in losses]
-    for q in fractions:
-        if q == 1:
-            targets.append(("final L*", ls[-1]))
-        elif xs[0] <= q * xs[-1]:  # only inside the curve
-            targets.append((f"scratch at {q:g}C", float(np.interp(q * xs[-1], xs, ls))))
-    out = []
-    for name, L in targets:
-        c_scratch = first_crossing(xs, ls, L)
-        row = {'target': name, 'loss': L, 'flops': {}, 'speedup': {}}
-        for run in runs:
-            c = first_crossing([e['flops'] for e in run['evals']], [e['val_loss'] for e in run['evals']], L)
-            row['flops'][run['label']] = c
-            row['speedup'][run['label']] = c_scratch / c - 1 if c and c_scratch is not None else None
-        out.append(row)
-    return out
-
-
-def plot_compare(runs, scratch, table, path, plt):
-    axes_spec = [('flops', 'FLOPs (incl. the small model for grown runs)'), ('tokens', 'tokens'), ('elapsed', 'wall time (s)')]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), sharey=True)
-    final = next(r for r in table if r['target'] == 'final L*')
-    for ax, (key, xlabel) in zip(axes, axes_spec):
-        for i, run in enumerate(runs):
-            color = f"C{i}"
-            ax.plot([e[key] for e in run['evals']], [e['val_loss'] for e in run['evals']], '.-', color=color, label=run['label'])
-            for g in run['grows']:
-                if not math.isnan(g[key]):
-                    ax.axvline(g[key], color=color, ls=':', lw=1)
-        ax.axhline(final['loss'], color='gray', ls='--', lw=0.8)
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel('val loss')
-    axes[0].legend(fontsize=8, title=f"scratch: {scratch['label']}; dotted: growth; dashed: final L*", title_fontsize=7)
-    sp = [f"{lab}: {'never reaches' if v is None else f'{v:+.1%}'}" for lab, v in final['speedup'].items()
-          if lab != scratch['label']]
-    fig.suptitle(f"speedup at scratch's final val loss {final['loss']:.4f} (sp = C_scratch/C_run - 1): " + ", ".join(sp), fontsize=10)
-    fig.tight_layout()
-    save_fig(fig, path, plt)
-
-
-def cmd_compare(args):
-    runs = [read_log(a) for a in args.logs]
-    labels = [r['label'] for r in runs]
-    if len(set(labels)) < len(labels):
-        raise ValueError(f"two runs share a label ({labels}); name them label=path")
-    if args.scratch.isdigit():
-        if int(args.scratch) >= len(runs):
-            raise ValueError(f"--scratch {args.scratch}: only {len(runs)} runs")
-        scratch = runs[int(args.scratch)]
-    elif args.scratch in labels:
-        scratch = runs[labels.index(args.scratch)]
-    else:
-        raise ValueError(f"--scratch {args.scratch!r} is neither a run index nor one of {labels}")
-    try:
-        fractions = [float(q) for q in args.at.split(',') if q.strip()]
-        losses = [float(x) for x in args.losses.split(',') if x.strip()] if args.losses else []
-    except ValueError:
-        raise ValueError("--at and --losses take comma-separated numbers") from None
-    if any(not 0 < q <= 1 for q in fractions):
-        raise ValueError("--at takes fractions in (0, 1]")
-    fractions = sorted(set(fractions) | {1.0})  # the final L* is always reported
-    table = speedups(runs, scratch, fractions, losses)
-    if args.json:
-        print(json.dumps({'scratch': scratch['label'], 'table': table, 'runs': [
-            {'label': r['label'], 'path': r['path'], 'final_val_loss': r['evals'][-1]['val_loss'],
-             **{k: r['evals'][-1][k] for k in ('flops', 'tokens', 'elapsed')}, 'grows': r['grows']} for r in runs]}, indent=2))
-    else:
-        others = [r['label'] for r in runs if r is not scratch]
-        print(f"FLOPs to first reach each val loss (C, interpolated between evals); speedup sp = C_scratch / C_run - 1; scratch = {scratch['label']}\n")
-        print(f"| target | val loss | {scratch['label']} C | " + " | ".join(f"{o} C | {o} speedup" for o in others) + " |")
-        print("|---|---:|---:|" + "---:|---:|" * len(others))
-        fmt = lambda c: 'never reaches' if c is None else f"{c:.3e}"
-        for row in table:
-            cells = [f"{fmt(row['flops'][o])} | " + ('-' if row['speedup'][o] is None else f"{row['speedup'][o]:+.1%}") for o in others]
-            print(f"| {row['target']} | {row['loss']:.4f} | {fmt(row['flops'][scratch['label']])} | " + " | ".join(cells) + " |")
-    plt = pyplot()
-    if plt:
-        plot_compare(runs, scratch, table, args.out, plt)
-        if not args.json:
-            print(f"\nwrote {args.out}")
-
-# -----------------------------------------------------------------------------
 # mc: multiple choice by log-likelihood, lm-eval style
 
 def encode_pair(tok, context, choice):
@@ -553,40 +415,13 @@ def cmd_mc(args):
         print(f"{args.checkpoint} on {args.file}: n={n}  acc {res['acc']:.4f} (±{res['acc_stderr']:.4f})  acc_norm {res['acc_norm']:.4f}")
 
 # -----------------------------------------------------------------------------
-# output helpers
-
-def atomic_write(path, write):
-    """write(tmp_path) then rename: never a half-written output file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def pyplot():
-    """matplotlib is optional: without it the CSV/JSON/table still come out."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-        return plt
-    except ImportError:
-        print("no plot: matplotlib is not installed (pip install matplotlib for plots)", file=sys.stderr)
-        return None
-
-
-def save_fig(fig, path, plt):
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=110))
-    plt.close(fig)
-
-# -----------------------------------------------------------------------------
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='cmd', required=True)
     run = argparse.ArgumentParser(add_help=False)  # options of the commands that run a model
-    run.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    run.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'], help="autocast (GPU)")
+    run.add_argument('--device', default='auto', help="auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps")
+    run.add_argument('--dtype', default='auto', choices=['auto', 'float32', 'bfloat16', 'float16'], help="autocast dtype")
     run.add_argument('--batch_size', type=int, default=8)
     run.add_argument('--json', action='store_true', help="print JSON instead of the table")
     data = argparse.ArgumentParser(add_help=False)
@@ -611,13 +446,9 @@ def main(argv=None):
     s.add_argument('--out', default='sweep.csv', help="CSV path; the heatmap goes beside it as .png")
     s.add_argument('--plot_rows', type=int, default=120, help="heatmap shows the best this many maps")
 
-    s = sub.add_parser('compare', help="val loss vs FLOPs/tokens/time of several runs; speedup of grown over scratch")
-    s.add_argument('logs', nargs='+', help="[label=]out_dir or [label=]log.jsonl; the first is scratch unless --scratch")
-    s.add_argument('--scratch', default='0', help="label or index of the scratch run")
-    s.add_argument('--at', default='0.25,0.5,0.75,1', help="targets: scratch's loss at these fractions of its final FLOPs")
-    s.add_argument('--losses', help="extra target val losses, comma-separated")
-    s.add_argument('--out', default='compare.png')
-    s.add_argument('--json', action='store_true')
+    s = sub.add_parser('compare', help="val loss vs FLOPs/tokens/time of runs over seeds; speedup of grown over scratch "
+                                       "(compare.py; reads logs only)")
+    add_compare_arguments(s)
 
     s = sub.add_parser('mc', parents=[run], help="multiple-choice accuracy from a JSONL of {context, choices, label}")
     s.add_argument('checkpoint')

@@ -10,7 +10,8 @@ $ python grow.py --method width --factor 2 --out out/wide.pt a.pt               
 $ python grow.py --method width --init zero --n_embd 192 --out out/wide.pt a.pt   # G_zero in width, exact
 
 Library: grow(sources, method, **options) -> checkpoint dict (sources are loaded checkpoint dicts);
-check_options(method, options) validates a method and its options before any work is done.
+check_options(method, options) and check_growth_schedule(steps) (train.py's) validate methods and
+options before any work is done.
 
 Read top to bottom:
 1) sources: every source is first made plain (tied layers, adapters and low-rank factors multiplied
@@ -37,16 +38,12 @@ from typing import NamedTuple
 
 import torch
 
-from checkpoint import load_checkpoint, save_checkpoint, strip_prefixes
+from checkpoint import load_any, make_checkpoint, save_checkpoint, strip_prefixes
 from lesa import lesa_layers, svd
-from model import GPT, GPTConfig, Adapter, LoRA, LORA_TARGETS
+from model import GPT, GPTConfig, Adapter, LoRA, LORA_TARGETS, PER_SOURCE_KEYS, lora_scale
+from tokens import TokenData
 
 LETTERS = 'abcdefghijklmnopqrstuvwxyz'
-# model_args that may differ between sources of one depth-grown model: they do not change a block's tensors
-PER_SOURCE_ARGS = ('n_layer', 'layer_map', 'attn_window', 'block_size', 'dropout', 'tie_embeddings',
-                   'lora_rank', 'lora_alpha', 'lora_dropout', 'lora_targets', 'ia3', 'adapter_layers',
-                   'lowrank_attn', 'lowrank_mlp')
-
 
 class Slot(NamedTuple):
     """One logical layer of a depth plan."""
@@ -140,7 +137,7 @@ def check_same_architecture(src):
     a = src[0].args
     for s in src[1:]:
         for k in a:
-            if k not in PER_SOURCE_ARGS and s.args.get(k) != a[k]:
+            if k not in PER_SOURCE_KEYS and s.args.get(k) != a[k]:
                 raise ValueError(f"sources differ in {k}: {src[0].letter}={a[k]!r}, {s.letter}={s.args.get(k)!r}")
 
 
@@ -665,7 +662,7 @@ def tie(src, n_layer=None, init='average', lora_rank=None, lora_alpha=16.0):
     shared = [{k: sum(folded[l][k] for l in ls) / len(ls) for k in folded[0]} for ls in picked]
     args = dict(n_layer=K, layer_map=[l % K for l in range(L)], lora_rank=r, lora_alpha=lora_alpha,
                 lora_targets=list(LORA_TARGETS), ia3=False, adapter_layers='all')
-    with torch.device('meta'):  # the adapters model.py makes for this config: their names and scale
+    with torch.device('meta'):  # the adapters model.py makes for this config
         model = GPT(GPTConfig.from_dict({**s.args, **args}))
     adapters, dtype = {}, s.layers[0]['ln_1.weight'].dtype
     for name, lora in model.named_modules():
@@ -674,7 +671,7 @@ def tie(src, n_layer=None, init='average', lora_rank=None, lora_alpha=16.0):
             US, A = svd(folded[l][f'{lin}.weight'] - shared[l % K][f'{lin}.weight'], rank=r)
             dead = A.norm(dim=1) == 0  # directions of a zero residual: B is 0 there; give A the usual
             A[dead] = (torch.rand_like(A[dead]) * 2 - 1) / A.shape[1] ** 0.5  # LoRA init so both can learn
-            adapters[f'{name}.lora_B'], adapters[f'{name}.lora_A'] = (US / lora.scale).to(dtype), A.to(dtype)
+            adapters[f'{name}.lora_B'], adapters[f'{name}.lora_A'] = (US / lora_scale(lora_alpha, r)).to(dtype), A.to(dtype)
     blocks = [{k: v.to(dtype) for k, v in b.items()} for b in shared]
     layers = [dict(origin=f'a:{l}', new=False, block=l % K) for l in range(L)]
     return Grown(blocks=blocks, layers=layers, args=args, adapters=adapters, info=dict(trainable='all', shared_init=picked))
@@ -724,15 +721,22 @@ def check_options(method, options):
     return METHODS[method]
 
 
-def param_counts(sd, cfg):
-    """GPT.param_counts() read off the state dict (building the model would cost a full init)."""
-    numel = lambda prefix: sum(v.numel() for k, v in sd.items() if k.startswith(prefix))
-    unique = numel('') - (sd['lm_head.weight'].numel() if cfg.tie_embeddings else 0)
-    blocks = [numel(f'transformer.h.{p}.') for p in range(cfg.n_layer)]
-    logical = unique - sum(blocks) + sum(blocks[p] for p in cfg.physical_map())
-    emb = numel('transformer.wpe.') + (0 if cfg.tie_embeddings else numel('transformer.wte.'))
-    return dict(unique=unique, logical=logical, trainable=unique,
-                unique_non_embedding=unique - emb, logical_non_embedding=logical - emb)
+def check_growth_schedule(steps):
+    """train.py's growth steps ([{'iter', 'method', 'options'}], iterations increasing) checked before
+    the run starts, so a typo fails at once rather than at the growth step."""
+    out, last = [], 0
+    for n, step in enumerate(steps):
+        if not isinstance(step, dict) or set(step) - {'iter', 'method', 'options'} or not {'iter', 'method'} <= set(step):
+            raise ValueError(f"grow_steps[{n}] must be a dict with 'iter', 'method' and optionally 'options', got {step!r}")
+        step = {'options': {}, **step}
+        if not isinstance(step['iter'], int) or step['iter'] <= last:
+            raise ValueError(f"grow_steps[{n}]: iter must be an integer > {last} (steps in increasing order), got {step['iter']!r}")
+        if not isinstance(step['options'], dict):
+            raise ValueError(f"grow_steps[{n}]: options must be a dict, got {step['options']!r}")
+        check_options(step['method'], step['options'])
+        out.append(step)
+        last = step['iter']
+    return out
 
 
 def grow(sources, method, names=None, head_from=None, seed=0, batches=None, **options):
@@ -769,7 +773,6 @@ def grow(sources, method, names=None, head_from=None, seed=0, batches=None, **op
     for p, block in enumerate(out.blocks):
         sd.update({f'transformer.h.{p}.{k}': v for k, v in block.items()})
     sd.update(out.adapters)
-    cfg = GPTConfig.from_dict(args)
     infos = []
     for s, ck in zip(src, sources):
         infos.append(dict(name=s.name, letter=s.letter, n_layer=len(s.layers), n_embd=s.args['n_embd'],
@@ -778,11 +781,10 @@ def grow(sources, method, names=None, head_from=None, seed=0, batches=None, **op
             infos[-1]['provenance'] = ck['provenance']
     provenance = dict(sources=infos, method=method, options=dict(options, seed=seed, head_from=head.letter),
                       layers=out.layers, new_blocks=out.new_blocks, **out.info)
-    return dict(model=sd, model_args=cfg.to_dict(), tokenizer=sources[src.index(head)].get('tokenizer'),
-                provenance=provenance, param_counts=param_counts(sd, cfg), iter_num=0,
-                tokens_seen=sum(ck.get('tokens_seen') or 0 for ck in sources),
-                flops_spent=sum(ck.get('flops_spent') or 0.0 for ck in sources),
-                elapsed=sum(ck.get('elapsed') or 0.0 for ck in sources))
+    return make_checkpoint(sd, args, tokenizer=sources[src.index(head)].get('tokenizer'), provenance=provenance,
+                           tokens_seen=sum(ck.get('tokens_seen') or 0 for ck in sources),
+                           flops_spent=sum(ck.get('flops_spent') or 0.0 for ck in sources),
+                           elapsed=sum(ck.get('elapsed') or 0.0 for ck in sources))
 
 # -----------------------------------------------------------------------------
 # command line
@@ -796,14 +798,6 @@ def sha256(path):
     return h.hexdigest()
 
 
-def training_batches(data_dir):
-    """--data: the training batches a learning method reads, from the project's sampler (tokens.py)."""
-    if not all(os.path.isfile(os.path.join(data_dir, f)) for f in ('train.bin', 'meta.json')):
-        raise FileNotFoundError(f"--data {data_dir}: not a prepared data directory (train.bin, meta.json)")
-    from tokens import batch_stream  # only methods that learn from data need it
-    return batch_stream(data_dir, 'train')
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description="Grow a GPT checkpoint (see the module docstring and README).")
     p.add_argument('sources', nargs='*', help="checkpoints; NAME=PATH names one (otherwise a, b, c, ...)")
@@ -811,7 +805,8 @@ def main(argv=None):
     p.add_argument('--out', required=True, help="output checkpoint (written atomically)")
     p.add_argument('--head_from', help="source of embeddings, final norm, head and tokenizer (default: first; YAML: mergekit's rule)")
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--data', help="prepared data directory (train.bin, meta.json) for methods that learn from data")
+    p.add_argument('--data', help="prepared data directory (train.bin, val.bin, meta.json) for methods that learn from data")
+    p.add_argument('--batch_size', type=int, default=8, help="with --data: sequences per training batch")
     g = p.add_argument_group('depth')
     g.add_argument('--factor', type=int, help="stack: repeats (default 2); interleave: copies per layer; width: x size")
     g.add_argument('--n_layer', type=int, help="target depth (stack/interleave/dus/llama_pro/random) or shared blocks (tie)")
@@ -839,13 +834,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     try:
         options = {k: v for k, v in vars(a).items()
-                   if k not in ('sources', 'method', 'out', 'head_from', 'seed', 'data') and v is not None and v is not False}
+                   if k not in ('sources', 'method', 'out', 'head_from', 'seed', 'data', 'batch_size') and v is not None and v is not False}
         method = check_options(a.method, options)
-        batches = None
-        if a.data is not None:
-            if not method.needs_data:
-                raise ValueError(f"--data does not apply to method {a.method} (it learns nothing from data)")
-            batches = training_batches(a.data)
+        if a.data is not None and not method.needs_data:
+            raise ValueError(f"--data does not apply to method {a.method} (it learns nothing from data)")
         names, paths = [], []
         for arg in a.sources:
             name, eq, path = arg.partition('=')
@@ -869,9 +861,13 @@ def main(argv=None):
         names = [n if n is not None else pth for n, pth in zip(names, paths)]
         sources = []
         for pth in paths:
-            ck = load_checkpoint(pth)
+            ck = load_any(pth)
             ck.pop('optimizer', None)  # not needed; frees memory early
             sources.append(ck)
+        batches = None
+        if a.data is not None:  # windows of the first source's context length, drawn as train.py draws them
+            block_size = sources[0]['model_args']['block_size']
+            batches = TokenData(a.data).stream('train', block_size, a.batch_size, (a.seed, 'train', 'grow'))
         grown = grow(sources, a.method, names=names, head_from=a.head_from, seed=a.seed, batches=batches, **options)
         for info, pth in zip(grown['provenance']['sources'], paths):
             info.update(path=pth, sha256=sha256(pth))

@@ -20,15 +20,24 @@ from torch.nn import functional as F
 LORA_TARGETS = ('qkv', 'attn_out', 'mlp_in', 'mlp_out')
 
 
+# How a config key may differ between a checkpoint and a model built from it. Declared once here,
+# on the fields themselves (litgpt keeps a feature's keys together the same way); checkpoint.py,
+# grow.py and train.py read these tuples instead of keeping their own lists.
+ADAPT = {'reuse': 'adapt'}    # may be set when reusing a checkpoint: adds adapters (identity at first) or
+                              # virtual layers, or changes regularisation; never the shape of a stored weight
+SOURCE = {'reuse': 'source'}  # may differ between the sources of one grown model: grow.py makes every
+                              # source plain first (tied layers copied out, adapters and factors merged)
+
+
 @dataclass
 class GPTConfig:
-    block_size: int = 1024
+    block_size: int = field(default=1024, metadata=SOURCE)
     vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for speed
-    n_layer: int = 12        # physical blocks (stored weights)
+    n_layer: int = field(default=12, metadata=SOURCE)  # physical blocks (stored weights)
     n_head: int = 12
     n_kv_head: int = None    # grouped-query attention when < n_head; None = n_head
     n_embd: int = 768
-    dropout: float = 0.0
+    dropout: float = field(default=0.0, metadata=ADAPT)
     bias: bool = True        # biases in Linears and LayerNorms, like GPT-2
     qkv_bias: bool = None    # None = bias (GPT-Neo has none on q/k/v but keeps the rest)
     norm: str = 'layernorm'  # 'layernorm' | 'rmsnorm'
@@ -39,22 +48,33 @@ class GPTConfig:
     mlp: str = 'gelu'        # 'gelu' | 'gelu_tanh' (GPT-2/Neo "gelu_new") | 'swiglu'
     mlp_hidden: int = None   # None = 4 * n_embd
     attn_scale: float = None  # None = 1/sqrt(head_dim); GPT-Neo uses 1.0
-    attn_window: object = None  # None | int | list per logical layer; 0 = global, W = last W tokens
-    tie_embeddings: bool = True
-    layer_map: list = None   # None = identity; e.g. [0,1,1,1,2,2,2,3] = 8 logical layers on 4 blocks
-    lora_rank: int = 0
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    lora_targets: list = field(default_factory=lambda: list(LORA_TARGETS))
-    ia3: bool = False
-    adapter_layers: str = 'all'  # 'all' | 'virtual' (only repeated occurrences of a block)
-    lowrank_attn: object = 0  # 0 dense | int | list per block | 'inc:a:b' | 'dec:a:b' | 'match'
-    lowrank_mlp: object = 0
+    # None | int | list per logical layer; 0 = global, W = last W tokens
+    attn_window: object = field(default=None, metadata=ADAPT)
+    tie_embeddings: bool = field(default=True, metadata=SOURCE)
+    # None = identity; e.g. [0,1,1,1,2,2,2,3] = 8 logical layers on 4 blocks
+    layer_map: list = field(default=None, metadata=ADAPT)
+    # adapters per logical layer: LoRA (rank 0 = none) and IA3
+    lora_rank: int = field(default=0, metadata=ADAPT)
+    lora_alpha: float = field(default=16.0, metadata=ADAPT)
+    lora_dropout: float = field(default=0.0, metadata=ADAPT)
+    lora_targets: list = field(default_factory=lambda: list(LORA_TARGETS), metadata=ADAPT)
+    ia3: bool = field(default=False, metadata=ADAPT)
+    adapter_layers: str = field(default='all', metadata=ADAPT)  # 'all' | 'virtual' (only repeated occurrences of a block)
+    # low-rank substitution: 0 dense | int | list per block | 'inc:a:b' | 'dec:a:b' | 'match'
+    lowrank_attn: object = field(default=0, metadata=SOURCE)
+    lowrank_mlp: object = field(default=0, metadata=SOURCE)
 
     def __post_init__(self):
         def check(ok, msg):
             if not ok:
                 raise ValueError(msg)
+        for key in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd'):
+            v = getattr(self, key)
+            check(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{key} must be a positive integer, got {v!r}")
+        check(self.mlp_hidden is None or (isinstance(self.mlp_hidden, int) and self.mlp_hidden > 0),
+              f"mlp_hidden must be None or a positive integer, got {self.mlp_hidden!r}")
+        for key in ('dropout', 'lora_dropout'):
+            check(isinstance(getattr(self, key), (int, float)) and 0 <= getattr(self, key) < 1, f"{key} must be in [0, 1), got {getattr(self, key)!r}")
         check(self.n_kv_head is None or (isinstance(self.n_kv_head, int) and self.n_kv_head > 0
               and self.n_head % self.n_kv_head == 0), f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head}")
         check(self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
@@ -102,10 +122,19 @@ class GPTConfig:
         return cls(**d)
 
 
+def keys_where(reuse):
+    return tuple(f.name for f in fields(GPTConfig) if f.metadata.get('reuse') in reuse)
+
+
+ADAPTABLE_KEYS = keys_where(('adapt',))              # may be overridden when a model is built from a checkpoint
+PER_SOURCE_KEYS = keys_where(('adapt', 'source'))    # may differ between the sources of one grown model
+
+
 def resolve_ranks(spec, n_layer, n_in, n_out, n_split, what):
     """Turn a low-rank spec into one rank per physical block (0 = keep dense).
     'match' picks the rank whose factors hold about as many parameters as the dense matrix
-    (seed 001's "Lg"); 'inc:a:b' / 'dec:a:b' interpolate geometrically over depth."""
+    (the "large" rank of a low-rank-substituted model); 'inc:a:b' / 'dec:a:b' interpolate geometrically
+    over depth."""
     if isinstance(spec, str):
         if spec == 'match':
             ranks = [round(n_out * n_in / (n_split * n_in + n_out))] * n_layer
@@ -165,7 +194,7 @@ def apply_rope(x, cos, sin, layout):
 
 class LowRankLinear(nn.Module):
     """y = B (A x) + bias, with no dense weight at all. `splits` factor the output row groups
-    separately (q, k and v each get their own rank-r A), as seed 001 factored each projection."""
+    separately (q, k and v each get their own rank-r A)."""
     def __init__(self, n_in, n_out, rank, bias, splits=None):
         super().__init__()
         self.splits, self.rank = splits or [n_out], rank
@@ -193,16 +222,25 @@ def dense_weight(linear):
     return linear.dense_weight() if isinstance(linear, LowRankLinear) else linear.weight
 
 
+def lora_scale(alpha, rank):
+    return alpha / rank
+
+
 class LoRA(nn.Module):
-    """Low-rank update scale * B A x (litgpt/peft semantics): A random, B zero, so an untrained
-    adapter is exactly the identity."""
+    """Low-rank update scale * B A x ("LoRA: Low-Rank Adaptation of Large Language Models", 2021,
+    arXiv 2106.09685; peft/litgpt semantics): A random, B zero, so an untrained adapter is exactly
+    the identity."""
     def __init__(self, n_in, n_out, rank, alpha, dropout):
         super().__init__()
         self.lora_A = nn.Parameter(torch.empty(rank, n_in))
-        self.lora_B = nn.Parameter(torch.zeros(n_out, rank))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.scale = alpha / rank
+        self.lora_B = nn.Parameter(torch.empty(n_out, rank))
+        self.scale = lora_scale(alpha, rank)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B)
 
     def forward(self, x):  # the scale goes on B (out x r), not on the output (tokens x out)
         return F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B * self.scale)
@@ -212,7 +250,9 @@ class LoRA(nn.Module):
 
 
 class Adapter(nn.Module):
-    """The adapters of one logical layer (empty when that layer is not adapted)."""
+    """The adapters of one logical layer (empty when that layer is not adapted): LoRA and IA3
+    ("Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper than In-Context Learning", 2022,
+    arXiv 2205.05638), both the identity until trained."""
     def __init__(self, config, active):
         super().__init__()
         d, hd = config.n_embd, config.n_embd // config.n_head
@@ -228,6 +268,13 @@ class Adapter(nn.Module):
         self.ia3_k = nn.Parameter(torch.ones(kv)) if on else None
         self.ia3_v = nn.Parameter(torch.ones(kv)) if on else None
         self.ia3_ff = nn.Parameter(torch.ones(hidden)) if on else None
+
+    def reset_parameters(self):
+        for lora in self.lora.values():
+            lora.reset_parameters()
+        for p in (self.ia3_k, self.ia3_v, self.ia3_ff):
+            if p is not None:
+                nn.init.ones_(p)
 
     def scales(self, target):
         """IA3's scale vectors for a target's matrix: (output rows, input columns), None where none.
@@ -393,6 +440,22 @@ class GPT(nn.Module):
             seen.add(p)
         has_adapters = config.lora_rank > 0 or config.ia3
         self.adapters = nn.ModuleList([Adapter(config, a and has_adapters) for a in active])
+
+    def finish_meta_build(self):
+        """Complete a model built on the meta device whose weights came in through
+        load_state_dict(assign=True) (checkpoint.build_model: no time spent on an init that is
+        overwritten): tie the head to the embedding again, compute the rotary tables, and give the
+        parameters the checkpoint did not hold (adapters added to it) their identity init."""
+        device = self.lm_head.weight.device
+        if self.config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight
+        if self.config.pos == 'rope':
+            self.rope_cos, self.rope_sin = (t.to(device) for t in rope_tables(self.config))
+        for adapter in self.adapters:
+            if any(p.is_meta for p in adapter.parameters()):
+                adapter.to_empty(device=device)
+                adapter.reset_parameters()
+        return self
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):

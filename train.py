@@ -13,14 +13,12 @@ $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=1 --master_addr=123.456.123
 Ctrl-C or SIGTERM: the current iteration finishes, out_dir/last.pt is saved, and the exit code is
 130 / 143 (128 + signal). `--init_from=resume` continues exactly where it stopped.
 """
-import hashlib
 import json
 import math
 import os
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import fields
 
 import numpy as np
@@ -29,10 +27,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from checkpoint import ADAPTABLE, build_model, load_checkpoint, save_checkpoint
+from checkpoint import build_model, load_any, make_checkpoint, run_checkpoint, save_checkpoint
 from configurator import resolve
-from model import GPT, GPTConfig
-from tokenizer import load_meta
+from device import choose
+from model import ADAPTABLE_KEYS, GPT, GPTConfig
+from tokens import TokenData, rng_seed
 
 # -----------------------------------------------------------------------------
 # default config values: a GPT-2 (124M) shaped model on the default dataset
@@ -49,7 +48,7 @@ progress = True  # tqdm progress bar on rank 0 when stderr is a terminal
 # data
 dataset = 'shakespeare_char'
 data_dir = None  # None = data/<dataset> next to this file
-gradient_accumulation_steps = 5 * 8  # GLOBAL micro-steps per iteration (divided by the number of processes)
+gradient_accumulation_steps = 5 * 8  # GLOBAL micro-steps per iteration (shared out among the processes)
 batch_size = 12  # micro-batch size per process
 # model; every other GPTConfig field (n_kv_head, norm, pos, mlp, layer_map, lora_*, ia3, adapter_layers,
 # lowrank_*, ...) is a config key as well, with model.py's default
@@ -72,13 +71,17 @@ decay_lr = True
 warmup_iters = 2000
 lr_decay_iters = 600000  # ~= max_iters per Chinchilla
 min_lr = 6e-5  # ~= learning_rate/10 per Chinchilla
-# growth during the run (grow.py): fresh optimizer, and the lr schedule restarts, at the growth step
+# growth during the run (grow.py). One step: grow_at_iter, grow_method, grow_options; several: grow_steps,
+# e.g. [{'iter': 200, 'method': 'stack'}, {'iter': 600, 'method': 'stack', 'options': {'n_layer': 8}}]
 grow_at_iter = 0  # 0 = never
 grow_method = 'stack'
 grow_options = {}
+grow_steps = []
+grow_optimizer = 'fresh'  # at a growth step: 'fresh' AdamW | 'carry' (moments of copied tensors carried over)
+grow_lr = 'restart'  # 'restart' (warm-up and decay start again at each growth step) | 'continue' (one schedule)
 # system
 device = 'auto'  # 'auto' (cuda > mps > cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
-dtype = 'auto'  # 'auto' (bfloat16 on cuda if supported, else float32) | 'float32' | 'bfloat16' | 'float16'
+dtype = 'auto'  # 'auto' (device.py's policy) | 'float32' | 'bfloat16' | 'float16'
 compile = False  # torch.compile the model (falls back to eager, with a note, if compilation fails)
 backend = 'auto'  # DDP: 'auto' (nccl on cuda, gloo otherwise) | 'nccl' | 'gloo'
 peak_flops = None  # per-device peak FLOP/s for mfu; None = 312e12 (A100 bf16) on cuda, no mfu elsewhere
@@ -87,30 +90,43 @@ seed = 1337
 defaults = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, list, dict, type(None)))}
 model_keys = [f.name for f in fields(GPTConfig)]
 defaults.update({k: getattr(GPTConfig(), k) for k in model_keys if k not in defaults})
-ckpt = None
+ckpt = None  # the checkpoint the run starts from, if any
 try:
     config, explicit = resolve(defaults, sys.argv[1:], types={f.name: f.type for f in fields(GPTConfig)})
     if config['init_from'] == 'resume':  # continue with the run's own config; the command line still overrides
-        ckpt = load_checkpoint(os.path.join(config['out_dir'], 'last.pt'))
+        ckpt = run_checkpoint(config['out_dir'])
         config = {**config, **{k: v for k, v in ckpt['config'].items() if k in defaults}, **{k: config[k] for k in explicit}}
+    elif config['init_from'] != 'scratch':
+        ckpt = load_any(config['init_from'])
+    for k in ('eval_interval', 'log_interval', 'eval_iters', 'batch_size', 'gradient_accumulation_steps'):
+        if config[k] < 1:
+            raise ValueError(f"{k} must be >= 1, got {config[k]}")
+    if config['decay_lr'] and config['lr_decay_iters'] <= config['warmup_iters']:
+        raise ValueError(f"lr_decay_iters={config['lr_decay_iters']} must exceed warmup_iters={config['warmup_iters']}")
+    if config['grow_at_iter'] and config['grow_steps']:
+        raise ValueError("give grow_at_iter (one growth step) or grow_steps (several), not both")
+    schedule = config['grow_steps'] or ([dict(iter=config['grow_at_iter'], method=config['grow_method'],
+                                              options=config['grow_options'])] if config['grow_at_iter'] else [])
+    if schedule:
+        from grow import check_growth_schedule  # only runs that grow need grow.py
+        schedule = check_growth_schedule(schedule)
+    for key, allowed in (('grow_optimizer', ('fresh', 'carry')), ('grow_lr', ('restart', 'continue'))):
+        if config[key] not in allowed:
+            raise ValueError(f"{key} must be one of {allowed}, got {config[key]!r}")
+    policy = choose(config['device'], config['dtype'], width=(ckpt['model_args'] if ckpt else config)['n_embd'])
 except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
 globals().update(config)
+device, device_type = policy.device, policy.device_type
 # -----------------------------------------------------------------------------
 
 ddp = int(os.environ.get('RANK', -1)) != -1  # is this a torchrun run?
-if device == 'auto':
-    device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-device_type = device.split(':')[0]
 if ddp:
     dist.init_process_group(backend=backend if backend != 'auto' else 'nccl' if device_type == 'cuda' else 'gloo')
     ddp_rank, ddp_local_rank, ddp_world_size = int(os.environ['RANK']), int(os.environ['LOCAL_RANK']), int(os.environ['WORLD_SIZE'])
     if device_type == 'cuda':
         device = f'cuda:{ddp_local_rank}'
         torch.cuda.set_device(device)
-    if gradient_accumulation_steps % ddp_world_size:
-        sys.exit(f"error: gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the {ddp_world_size} processes")
-    gradient_accumulation_steps //= ddp_world_size
 else:
     ddp_rank, ddp_local_rank, ddp_world_size = 0, 0, 1
 master_process = ddp_rank == 0  # does logging and checkpointing
@@ -118,18 +134,11 @@ write_files = master_process and not eval_only
 say = tqdm.write if master_process else (lambda *a, **k: None)
 for k in explicit:
     say(f"config: {k} = {config[k]!r}")
-for k in ('eval_interval', 'log_interval', 'eval_iters', 'batch_size', 'gradient_accumulation_steps'):
-    if globals()[k] < 1:
-        sys.exit(f"error: {k} must be >= 1, got {globals()[k]}")
-if decay_lr and lr_decay_iters <= warmup_iters:
-    sys.exit(f"error: lr_decay_iters={lr_decay_iters} must exceed warmup_iters={warmup_iters}")
-
-if dtype == 'auto':
-    dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
-if dtype not in ('float32', 'bfloat16', 'float16'):
-    sys.exit(f"error: dtype must be 'auto', 'float32', 'bfloat16' or 'float16', got {dtype!r}")
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+if gradient_accumulation_steps % ddp_world_size:  # round up, as few micro-steps as possible per process
+    say(f"note: gradient_accumulation_steps={gradient_accumulation_steps} does not divide among {ddp_world_size} processes; "
+        f"using {-(-gradient_accumulation_steps // ddp_world_size)} per process")
+gradient_accumulation_steps = -(-gradient_accumulation_steps // ddp_world_size)  # per process from here on
+ctx = policy.autocast()
 # seeds the generator dropout draws from (torch.manual_seed would seed every backend, 30x slower)
 seed_device = {'cuda': torch.cuda.manual_seed, 'mps': torch.mps.manual_seed}.get(device_type, torch.default_generator.manual_seed)
 torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
@@ -137,28 +146,14 @@ torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
 
 # data: train.bin / val.bin token streams, meta.json describes the tokenizer
 data_dir = data_dir or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)
-for split in ('train', 'val'):
-    if not os.path.isfile(os.path.join(data_dir, f'{split}.bin')):
-        sys.exit(f"error: {os.path.join(data_dir, split + '.bin')} not found (run data/{dataset}/prepare.py, or set data_dir)")
-meta_path = os.path.join(data_dir, 'meta.json')
-meta = load_meta(data_dir) if os.path.isfile(meta_path) else None
-data_dtype = np.dtype(meta.get('dtype', 'uint16') if meta else 'uint16')
-
-
-def rng_seed(*key):
-    """A seed for one use of randomness, keyed by (seed, purpose, iter, slot). Every batch and every
-    dropout mask is drawn from its own key, so a resumed run, or one on more or fewer processes,
-    draws exactly what an uninterrupted single-process run would."""
-    return int.from_bytes(hashlib.blake2b(repr((seed,) + key).encode(), digest_size=8).digest(), 'little')
+try:
+    data = TokenData(data_dir)
+except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
 
 
 def get_batch(split, *key):
-    # recreate np.memmap every batch to avoid a memory leak, as per
-    # https://stackoverflow.com/questions/45132940/numpy-memmap-memory-usage-want-to-iterate-once/61472122#61472122
-    data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=data_dtype, mode='r')
-    ix = torch.randint(len(data) - block_size, (batch_size,), generator=torch.Generator().manual_seed(rng_seed(split, *key)))
-    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix])
-    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix])
+    x, y = data.batch(split, block_size, batch_size, (seed, split, *key))
     if device_type == 'cuda':  # pin arrays x,y, which allows us to move them to GPU asynchronously (non_blocking=True)
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
@@ -166,24 +161,20 @@ def get_batch(split, *key):
 
 # model: from scratch, or from a checkpoint (resume / weights of another run / an imported model)
 iter_num, best_val_loss, tokens_seen, flops_spent, elapsed_before = 0, float('inf'), 0, 0.0, 0.0
-grown_at, provenance = None, None  # the iteration at which this run grew its model; how the model was grown
+growths, provenance = [], None  # the iterations at which this run grew its model; how the model was grown
+meta = data.meta
 try:
     if init_from == 'scratch':
         if vocab_size is None and meta is None:
-            raise ValueError(f"no {meta_path}: set vocab_size")
+            raise ValueError(f"no meta.json in {data_dir}: set vocab_size")
         model_args = {k: config[k] for k in model_keys}
         model_args['vocab_size'] = vocab_size or meta['vocab_size']
         torch.manual_seed(seed)
         raw_model = GPT(GPTConfig.from_dict(model_args))
     else:
-        if init_from.startswith(('hf:', 'llama2c:')):
-            from convert import import_model  # only runs that import models need transformers & co
-            ckpt = import_model(init_from)
-        elif init_from != 'resume':
-            ckpt = load_checkpoint(init_from)
         # the checkpoint defines the architecture; adapter/virtual-layer keys and dropout may be added to it
-        overrides = {} if init_from == 'resume' else {k: config[k] for k in explicit if k in ADAPTABLE}
-        ignored = [k for k in explicit if k in model_keys and k not in ADAPTABLE and k != 'block_size'
+        overrides = {} if init_from == 'resume' else {k: config[k] for k in explicit if k in ADAPTABLE_KEYS}
+        ignored = [k for k in explicit if k in model_keys and k not in ADAPTABLE_KEYS and k != 'block_size'
                    and config[k] != ckpt['model_args'].get(k)]
         if ignored and init_from != 'resume':
             theirs = ', '.join(f"{k}={ckpt['model_args'].get(k)!r}" for k in ignored)
@@ -193,38 +184,46 @@ try:
             if block_size > raw_model.config.block_size:
                 raise ValueError(f"block_size={block_size} exceeds the checkpoint's {raw_model.config.block_size}")
             raw_model.crop_block_size(block_size)  # model surgery: a shorter context than it was trained with
-        tokens_seen, flops_spent, elapsed_before = ckpt.get('tokens_seen', 0), ckpt.get('flops_spent', 0.0), ckpt.get('elapsed', 0.0)
-        provenance = ckpt.get('provenance')
+        tokens_seen, flops_spent, elapsed_before = ckpt['tokens_seen'], ckpt['flops_spent'], ckpt['elapsed']
+        provenance = ckpt['provenance']
         if init_from == 'resume':
-            iter_num, best_val_loss, grown_at = ckpt['iter_num'], ckpt['best_val_loss'], ckpt.get('grown_at')
+            iter_num, best_val_loss, growths = ckpt['iter_num'], ckpt['best_val_loss'], ckpt['growths']
             torch.set_rng_state(ckpt['rng']['torch'])
-        if ckpt.get('tokenizer') and meta and any(ckpt['tokenizer'].get(k) != meta.get(k) for k in ('tokenizer', 'chars')):
+        if ckpt['tokenizer'] and meta and any(ckpt['tokenizer'].get(k) != meta.get(k) for k in ('tokenizer', 'chars')):
             raise ValueError(f"{data_dir} uses the {meta['tokenizer']!r} tokenizer, the checkpoint {ckpt['tokenizer']['tokenizer']!r}")
     if meta and meta['vocab_size'] > raw_model.config.vocab_size:
         raise ValueError(f"the dataset's vocab_size {meta['vocab_size']} exceeds the model's {raw_model.config.vocab_size}")
     for split in ('train', 'val'):
-        if raw_model.config.block_size >= len(np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=data_dtype, mode='r')):
+        if raw_model.config.block_size >= len(data.tokens(split)):
             raise ValueError(f"{split}.bin is shorter than block_size+1 = {raw_model.config.block_size + 1} tokens")
 except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
 tokenizer_meta = meta or (ckpt or {}).get('tokenizer')
 block_size = raw_model.config.block_size
-start_iter = evaluated_at = iter_num  # evaluated_at: the iteration whose eval is already in the log
-if init_from != 'resume' or eval_only:
-    evaluated_at = -1  # (a resumed run was evaluated at this iteration just before it was saved)
 raw_model.to(device)
 
 
 def set_trainable(m):
-    if train_only == 'new' and not provenance and grow_at_iter and grown_at is None:
-        return  # everything trains until the growth step creates the new blocks
+    if train_only == 'new' and not provenance and schedule and not growths:
+        return  # everything trains until a growth step creates the new blocks
     m.set_trainable(train_only, new_blocks=(provenance or {}).get('new_blocks', ()))
 
 
-def wrap(m, use_compile):
-    """The module the training loop calls: compiled and/or DDP-wrapped around the raw model."""
-    if use_compile:
-        m = torch.compile(m)
+def wrap(m):
+    """The module the training loop calls: compiled (if asked, and if compilation works here) and/or
+    DDP-wrapped around the raw model. torch.compile fails lazily, at the first call, so a trial
+    forward and backward on one batch decides; the gradients it leaves are dropped."""
+    if compile:
+        try:
+            compiled = torch.compile(m)
+            with ctx:
+                loss = compiled(*get_batch('train', 'compile-check'))[1]
+            loss.backward()
+            m.zero_grad(set_to_none=True)
+            m = compiled
+        except Exception as e:
+            m.zero_grad(set_to_none=True)
+            say(f"note: torch.compile failed ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}); continuing eagerly")
     if ddp:
         m = DDP(m, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
     return m
@@ -237,16 +236,15 @@ try:
         optimizer.load_state_dict(ckpt['optimizer'])
 except ValueError as e:
     sys.exit(f"error: {e}")
-scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
-if init_from == 'resume' and 'scaler' in ckpt:
+scaler = torch.amp.GradScaler(device_type, enabled=(policy.dtype == 'float16'))
+if init_from == 'resume':
     scaler.load_state_dict(ckpt['scaler'])
 ckpt = None  # free up memory
-model = wrap(raw_model, compile)
-compile_pending = compile  # torch.compile fails lazily, at the first call; until a step succeeds we can fall back
+model = wrap(raw_model)
 tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
 if peak_flops is None and device_type == 'cuda':
     peak_flops = 312e12
-say(f"device {device}, dtype {dtype}, {ddp_world_size} process(es), tokens per iteration {tokens_per_iter:,}")
+say(f"device {device}, dtype {policy.dtype} ({policy.reason}), {ddp_world_size} process(es), tokens per iteration {tokens_per_iter:,}")
 say("params: " + ", ".join(f"{k} {v:,}" for k, v in raw_model.param_counts().items()))
 
 log_path = os.path.join(out_dir, 'log.jsonl')
@@ -270,6 +268,8 @@ def log(**record):
 
 
 def get_lr(it):
+    if grow_lr == 'restart' and growths:  # the schedule starts again at the last growth step
+        it -= growths[-1]
     if not decay_lr:
         return learning_rate
     if it < warmup_iters:  # 1) linear warmup for warmup_iters steps
@@ -279,21 +279,6 @@ def get_lr(it):
     decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)  # 3) in between, cosine decay down to min learning rate
     coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # coeff ranges 0..1
     return min_lr + coeff * (learning_rate - min_lr)
-
-
-def eager_fallback(fn):
-    """Run fn(); if torch.compile has not yet worked and fails now (no C compiler, unsupported
-    platform, ...), say so in one line and redo it in eager mode."""
-    global model, compile_pending
-    if not compile_pending:
-        return fn()
-    try:
-        return fn()
-    except Exception as e:
-        say(f"note: torch.compile failed ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}); continuing eagerly")
-        model, compile_pending = wrap(raw_model, False), False
-        optimizer.zero_grad(set_to_none=True)
-        return fn()
 
 
 @torch.no_grad()
@@ -317,14 +302,14 @@ def estimate_loss():
     return out
 
 
-def evaluate(lr):
-    """estimate_loss, printed and logged as an eval record."""
-    losses = eager_fallback(estimate_loss)
+def evaluate():
+    """estimate_loss at iter_num, printed and logged as an eval record."""
+    losses = estimate_loss()
     if not all(map(math.isfinite, losses.values())):
         nonfinite("eval loss")
     say(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     log(type='eval', iter=iter_num, tokens=tokens_seen, flops=flops_spent, train_loss=losses['train'],
-        val_loss=losses['val'], lr=lr, elapsed=elapsed())
+        val_loss=losses['val'], lr=get_lr(iter_num), elapsed=elapsed())
     return losses
 
 
@@ -336,7 +321,7 @@ def train_step():
         X, Y = get_batch('train', iter_num, slot)
         if ddp:  # only sync gradients at the last micro step (the official way is the model.no_sync() context manager)
             model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
-        seed_device(rng_seed('dropout', iter_num, slot))
+        seed_device(rng_seed(seed, 'dropout', iter_num, slot))
         with ctx:
             _, loss = model(X, Y)
         loss_sum += loss.detach()
@@ -350,45 +335,61 @@ def train_step():
     return loss_sum / gradient_accumulation_steps
 
 
+def checkpoint_now(**train_state):
+    """The current model as a checkpoint dict (weights only, unless train_state is given)."""
+    return make_checkpoint(raw_model.state_dict(), raw_model.config.to_dict(), tokenizer=tokenizer_meta,
+                           provenance=provenance, tokens_seen=tokens_seen, flops_spent=flops_spent, elapsed=elapsed(),
+                           iter_num=iter_num, config=config, **train_state)
+
+
 def save(*names):
     if not all(torch.isfinite(p).all() for p in raw_model.parameters()):
         nonfinite("weights")  # never overwrite a good checkpoint with a broken model
     if not write_files:
-        return iter_num
-    ckpt = dict(model=raw_model.state_dict(), model_args=raw_model.config.to_dict(), optimizer=optimizer.state_dict(),
-                scaler=scaler.state_dict(), iter_num=iter_num, best_val_loss=best_val_loss, config=config,
-                rng={'torch': torch.get_rng_state(), 'seed': seed}, data_state={'sampler': 'keyed', 'seed': seed, 'iter': iter_num},
-                param_counts=raw_model.param_counts(), tokenizer=tokenizer_meta, tokens_seen=tokens_seen,
-                flops_spent=flops_spent, elapsed=elapsed(), provenance=provenance, grown_at=grown_at)
+        return
+    ckpt = checkpoint_now(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), best_val_loss=best_val_loss,
+                          rng={'torch': torch.get_rng_state()}, growths=growths)
     for name in names:
         save_checkpoint(ckpt, os.path.join(out_dir, name))
-    return iter_num
 
 
-def grow_model():
-    """Replace the model with a grown one (grow.py), evaluate it and save last.pt and best.pt. The data
-    stream and token/FLOP counts go on; the optimizer is new and the lr schedule restarts from here."""
-    global raw_model, model, optimizer, provenance, grown_at, compile_pending, best_val_loss
+def grow_model(step):
+    """The growth step: grow.py builds the bigger model from the current one; it gets its own optimizer
+    (fresh, or carrying the moments of tensors it copied). Returns (model, optimizer, grown checkpoint)."""
     from grow import grow  # only runs that grow need grow.py
-    before = raw_model.param_counts()['unique'], raw_model.config.n_layer
-    source = dict(model={k: v.detach().to('cpu', copy=True) for k, v in raw_model.state_dict().items()},
-                  model_args=raw_model.config.to_dict(), tokenizer=tokenizer_meta, tokens_seen=tokens_seen,
-                  flops_spent=flops_spent, elapsed=elapsed(), iter_num=iter_num, config=config, provenance=provenance)
+    source = checkpoint_now()
+    source['model'] = {k: v.detach().to('cpu', copy=True) for k, v in source['model'].items()}
+    train_stream = data.stream('train', block_size, batch_size, (seed, 'train', 'grow', iter_num))
     try:
-        grown = grow([source], grow_method, **grow_options)
-        raw_model = build_model(grown).to(device)
-        provenance, grown_at = grown.get('provenance'), iter_num
-        set_trainable(raw_model)
+        grown = grow([source], step['method'], seed=seed, batches=train_stream, **step['options'])
+        new_model = build_model(grown).to(device)
+        new_model.set_trainable(train_only, new_blocks=grown['provenance']['new_blocks'])
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: growing at iter {iter_num}: {e}")
-    optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
-    model, compile_pending = wrap(raw_model, compile), compile
-    after = raw_model.param_counts()['unique'], raw_model.config.n_layer
-    say(f"grew the model at iter {iter_num} ({grow_method}): {before[1]} -> {after[1]} blocks, {before[0]:,} -> {after[0]:,} params")
-    log(type='grow', iter=iter_num, tokens=tokens_seen, flops=flops_spent, method=grow_method, options=grow_options,
-        n_layer_before=before[1], n_layer_after=after[1], params_before=before[0], params_after=after[0])
-    best_val_loss = evaluate(get_lr(0))['val']  # best.pt tracks the grown model from here on
-    return save('last.pt', 'best.pt')
+    new_optimizer = new_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+    if grow_optimizer == 'carry':
+        carry_moments(raw_model, optimizer, new_model, new_optimizer, grown['provenance'])
+    return new_model, new_optimizer, grown
+
+
+def carry_moments(old, old_opt, new, new_opt, prov):
+    """AdamW state of every tensor the grown model copied unchanged: blocks whose origin is a plain
+    copy of a source layer ('a:i'), and the embeddings, final norm and head when their shapes match."""
+    old_params = dict(old.named_parameters())
+    source_block = {f'a:{i}': p for i, p in enumerate(old.config.physical_map())}
+    for name, p in new.named_parameters():
+        if not p.requires_grad:
+            continue
+        src = name
+        if name.startswith('transformer.h.'):
+            block, rest = name[len('transformer.h.'):].split('.', 1)
+            origin = next((l['origin'] for l in prov['layers'] if l['block'] == int(block)), None)
+            if origin not in source_block:
+                continue
+            src = f'transformer.h.{source_block[origin]}.{rest}'
+        q = old_params.get(src)
+        if q is not None and q.shape == p.shape and q in old_opt.state:
+            new_opt.state[p] = {k: v.clone() for k, v in old_opt.state[q].items()}
 
 
 stop_signal = 0
@@ -403,9 +404,8 @@ def on_signal(signum, frame):
 
 
 def nonfinite(what):
-    sys.exit(f"error: non-finite {what} at iter {iter_num}; stopped without saving "
-             f"(last good checkpoint: {f'{out_dir}/last.pt, iter {last_saved}' if last_saved >= 0 else 'none'}). "
-             "Try a lower learning_rate or dtype=float32")
+    sys.exit(f"error: non-finite {what} at iter {iter_num}; stopped without saving (the last good checkpoint, "
+             f"if any, is {out_dir}/last.pt). Try a lower learning_rate or dtype=float32")
 
 
 signal.signal(signal.SIGINT, on_signal)
@@ -418,30 +418,43 @@ def elapsed():  # seconds of training behind the current model, its sources' inc
 
 
 fpt = raw_model.flops_per_token()
-last_saved = evaluated_at
-lr_start = grown_at or 0  # the lr schedule counts from the start, or from the growth step
+evaluated_at = iter_num if init_from == 'resume' and not eval_only else -1  # a run is saved right after an eval
 pbar = tqdm(total=max_iters, initial=iter_num, disable=None if master_process and progress else True, dynamic_ncols=True)
 t_log, tokens_log = time.time(), 0
 while True:
-    if grow_at_iter and grown_at is None and iter_num >= grow_at_iter:
-        if iter_num != evaluated_at:  # the small model's last loss: the log shows the jump growth makes
-            evaluate(get_lr(iter_num - lr_start))
-        last_saved = evaluated_at = grow_model()
-        fpt, lr_start = raw_model.flops_per_token(), grown_at
+    # growth: the small model's last eval, the grown model (and its optimizer), its eval; best.pt follows it
+    if len(growths) < len(schedule) and iter_num >= schedule[len(growths)]['iter'] and not eval_only:
+        step = schedule[len(growths)]
+        if iter_num != evaluated_at:
+            evaluate()
+        before = raw_model.param_counts()['unique'], raw_model.config.n_layer
+        raw_model, optimizer, grown = grow_model(step)
+        model, provenance, growths = wrap(raw_model), grown['provenance'], growths + [iter_num]
+        operator_flops = grown['flops_spent'] - flops_spent  # what a learned operator's own training cost
+        tokens_seen, flops_spent, fpt = grown['tokens_seen'], grown['flops_spent'], raw_model.flops_per_token()
+        after = raw_model.param_counts()['unique'], raw_model.config.n_layer
+        say(f"grew the model at iter {iter_num} ({step['method']}): {before[1]} -> {after[1]} blocks, {before[0]:,} -> {after[0]:,} params")
+        log(type='grow', iter=iter_num, tokens=tokens_seen, flops=flops_spent, method=step['method'], options=step['options'],
+            n_layer_before=before[1], n_layer_after=after[1], params_before=before[0], params_after=after[0],
+            operator_flops=operator_flops, elapsed=elapsed())
+        best_val_loss = evaluate()['val']
+        save('last.pt', 'best.pt')
+        evaluated_at = iter_num
         t_log, tokens_log = time.time(), 0  # growing is not training throughput
-    lr = get_lr(iter_num - lr_start)
+    lr = get_lr(iter_num)
     for param_group in optimizer.param_groups:
         param_group['lr'] = lr
 
+    # evaluate the loss on train/val sets and write checkpoints
     if (iter_num % eval_interval == 0 or iter_num == max_iters or eval_only) and iter_num != evaluated_at:
-        losses = evaluate(lr)
-        if iter_num > start_iter:
+        losses = evaluate()
+        evaluated_at = iter_num
+        if iter_num > 0:
             names = ['last.pt'] if always_save_checkpoint or iter_num == max_iters else []
             if losses['val'] < best_val_loss:
                 best_val_loss = losses['val']
                 names.append('best.pt')
-            if names:
-                last_saved = save(*names)
+            save(*names)
         t_log, tokens_log = time.time(), 0  # eval and saving are not training throughput
     if eval_only or iter_num >= max_iters:
         break
@@ -450,8 +463,7 @@ while True:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         stop_signal = int(flag)
     if stop_signal:
-        if last_saved != iter_num:
-            last_saved = save('last.pt')
+        save('last.pt')
         pbar.close()
         say(f"stopped at iter {iter_num}; resume with --init_from=resume --out_dir={out_dir}")
         if ddp:
@@ -459,8 +471,7 @@ while True:
         sys.exit(128 + stop_signal)
 
     # forward, backward, update
-    loss = eager_fallback(train_step)
-    compile_pending = False
+    loss = train_step()
     tokens_seen += tokens_per_iter
     flops_spent += tokens_per_iter * fpt
     tokens_log += tokens_per_iter

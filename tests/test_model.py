@@ -174,7 +174,7 @@ def test_rank_schedules():
     from model import resolve_ranks
     assert resolve_ranks('inc:5:100', 4, 384, 384, 1, 'x') == [5, 14, 37, 100]
     assert resolve_ranks('dec:5:100', 4, 384, 384, 1, 'x') == [100, 37, 14, 5]
-    assert resolve_ranks('match', 2, 384, 3 * 384, 3, 'x') == [192, 192]  # seed 001's "Lg" attention rank
+    assert resolve_ranks('match', 2, 384, 3 * 384, 3, 'x') == [192, 192]  # about the dense parameter count
     assert resolve_ranks('match', 1, 384, 4 * 384, 1, 'x') == [307]         # and its MLP rank
 
 

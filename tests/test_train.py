@@ -1,5 +1,5 @@
-"""train.py, configurator.py, checkpoint.py and sample.py, on a tiny char dataset and tiny models.
-Scripts run as subprocesses, as users run them."""
+"""train.py on a tiny char dataset and tiny models, run as a subprocess as users run it: logs,
+checkpoints, exact resume (also across growth steps), DDP, signals, compile, one-line errors."""
 import json
 import math
 import os
@@ -14,9 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoint import build_model, load_checkpoint, save_checkpoint
-from configurator import resolve
-from model import GPT, GPTConfig
+from checkpoint import build_model, load_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}  # tiny models: one thread is faster, and far faster on a busy machine
@@ -83,40 +81,7 @@ def copy_run(src, dst):
 
 
 # -----------------------------------------------------------------------------
-# configurator
-
-DEFAULTS = dict(batch_size=12, learning_rate=6e-4, compile=False, init_from='scratch', layer_map=None,
-                grow_options={}, lowrank_attn=0, out_dir='out')
-
-
-def test_configurator_types_and_values():
-    cfg, explicit = resolve(DEFAULTS, ['--batch_size=32', '--learning_rate=1', '--compile=true', '--init_from=hf:a=b=c',
-                                       '--layer_map=[0,1,1]', '--grow_options={"n_layer": 8}'], types={'lowrank_attn': object})
-    assert cfg['batch_size'] == 32 and cfg['learning_rate'] == 1.0 and isinstance(cfg['learning_rate'], float)
-    assert cfg['compile'] is True and cfg['init_from'] == 'hf:a=b=c'  # '=' inside a value
-    assert cfg['layer_map'] == [0, 1, 1] and cfg['grow_options'] == {'n_layer': 8}
-    assert explicit == ['batch_size', 'learning_rate', 'compile', 'init_from', 'layer_map', 'grow_options']
-    assert resolve(DEFAULTS, ['--layer_map=None', '--compile=False', '--lowrank_attn=inc:4:32'],
-                   types={'lowrank_attn': object})[0] == {**DEFAULTS, 'lowrank_attn': 'inc:4:32'}
-    for bad in ('--batch_size=3.5', '--batch_size=True', '--compile=1', '--learning_rate=fast', '--batch_size'):
-        with pytest.raises(ValueError):
-            resolve(DEFAULTS, [bad])
-
-
-def test_configurator_unknown_keys(tmp_path):
-    with pytest.raises(ValueError, match="unknown config key 'lerning_rate'.*did you mean 'learning_rate'"):
-        resolve(DEFAULTS, ['--lerning_rate=1e-3'])
-    good = tmp_path / 'good.py'
-    good.write_text("import math\nbatch_size = 2 ** 4\nlearning_rate = 1\nlayer_map = [i % 2 for i in range(batch_size // 4)]\n")
-    cfg, explicit = resolve(DEFAULTS, [str(good), '--batch_size=8'])
-    assert (cfg['batch_size'], cfg['learning_rate'], cfg['layer_map']) == (8, 1.0, [0, 1, 0, 1])
-    bad = tmp_path / 'bad.py'
-    bad.write_text("batch_size = 4\nbatch_szie = 8\n")
-    with pytest.raises(ValueError, match="batch_szie.*bad.py.*did you mean 'batch_size'"):
-        resolve(DEFAULTS, [str(bad)])
-    bad.write_text("compile = 'yes'\n")
-    with pytest.raises(ValueError, match="expected bool"):
-        resolve(DEFAULTS, [str(bad)])
+# command-line errors
 
 
 def test_bad_cli_is_one_line_error(repo):
@@ -129,37 +94,6 @@ def test_bad_data_path_is_one_line_error(repo, tmp_path):
     p = subprocess.run([sys.executable, 'train.py', f'--data_dir={tmp_path}/nope', f'--out_dir={tmp_path}/out'],
                        cwd=repo, capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 and len(p.stderr.strip().splitlines()) == 1 and 'train.bin not found' in p.stderr, p.stderr
-
-# -----------------------------------------------------------------------------
-# checkpoints
-
-
-def test_checkpoint_round_trip(tmp_path):
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50, layer_map=[0, 1, 1], lora_rank=2))
-    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
-    x = torch.randint(50, (2, 16))
-    model(x, x)[1].backward()
-    opt.step()
-    ckpt = dict(model={f'_orig_mod.{k}': v for k, v in model.state_dict().items()}, model_args=model.config.to_dict(),
-                optimizer=opt.state_dict(), iter_num=3, best_val_loss=float('inf'), config={'grow_options': {}},
-                rng={'torch': torch.get_rng_state()}, param_counts=model.param_counts(), tokenizer=None)
-    path = tmp_path / 'sub' / 'c.pt'
-    save_checkpoint(ckpt, path)
-    assert os.listdir(path.parent) == ['c.pt']  # no temp file left behind
-    torch.load(path, weights_only=True)  # loads without executing code
-    loaded = load_checkpoint(path)
-    model2 = build_model(loaded)  # strips the torch.compile prefix
-    model.eval(), model2.eval()
-    assert torch.equal(model(x)[0], model2(x)[0])
-    with pytest.raises(FileNotFoundError, match='checkpoint not found'):
-        load_checkpoint(tmp_path / 'missing.pt')
-    (tmp_path / 'junk.pt').write_bytes(b'not a checkpoint')
-    with pytest.raises(ValueError, match='cannot read checkpoint'):
-        load_checkpoint(tmp_path / 'junk.pt')
-    torch.save({'weights': 1}, tmp_path / 'other.pt')
-    with pytest.raises(ValueError, match='not a nanogrow checkpoint'):
-        load_checkpoint(tmp_path / 'other.pt')
 
 # -----------------------------------------------------------------------------
 # training runs
@@ -240,19 +174,14 @@ def test_compile_failure_falls_back_to_eager(repo, data, tmp_path):
     assert len(records(tmp_path, 'train')) == 1
 
 
-def test_sample(repo, straight):
-    p = subprocess.run([sys.executable, 'sample.py', f'--init_from={straight / "best.pt"}', '--start=the quick',
-                        '--num_samples=2', '--max_new_tokens=20', '--device=cpu'], cwd=repo, capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    samples = p.stdout.split('---------------\n')
-    assert len(samples) == 3 and all(s.startswith('the quick') for s in samples[:2])
+def grow_records(out_dir):
+    return [{k: v for k, v in r.items() if k != 'elapsed'} for r in records(out_dir, 'grow')]
 
 
 def test_grow_in_run_and_resume_across_growth(repo, data, tmp_path):
-    pytest.importorskip('grow')
     grow = ['--grow_at_iter=4', '--grow_method=stack', '--max_iters=8']
     train(repo, data, tmp_path / 'a', *grow)
-    g = records(tmp_path / 'a', 'grow')
+    g = grow_records(tmp_path / 'a')
     assert len(g) == 1 and (g[0]['iter'], g[0]['n_layer_before'], g[0]['n_layer_after']) == (4, 2, 4)
     assert g[0]['params_after'] > g[0]['params_before']
     assert records(tmp_path / 'a', 'train')[4]['lr'] == records(tmp_path / 'a', 'train')[0]['lr']  # warmup restarted
@@ -263,5 +192,30 @@ def test_grow_in_run_and_resume_across_growth(repo, data, tmp_path):
     assert load_checkpoint(tmp_path / 'a' / 'best.pt')['model_args']['n_layer'] == 4
     train(repo, data, tmp_path / 'b', *grow, '--max_iters=6')
     train(repo, data, tmp_path / 'b', '--init_from=resume', '--max_iters=8')
-    assert records(tmp_path / 'b', 'grow') == g  # grown once, not again on resume
+    assert grow_records(tmp_path / 'b') == g  # grown once, not again on resume
     assert [r for r in losses(tmp_path / 'b') if r[:2] != ('eval', 6)] == losses(tmp_path / 'a')
+
+
+def test_several_growth_steps_resume_exactly_across_each(repo, data, tmp_path):
+    steps = "--grow_steps=[{'iter': 3, 'method': 'stack'}, {'iter': 6, 'method': 'interleave', 'options': {'noise': 0.01}}]"
+    extra = [steps, '--max_iters=9', '--eval_interval=3', '--grow_optimizer=carry', '--grow_lr=continue']
+    train(repo, data, tmp_path / 'a', *extra)
+    g = grow_records(tmp_path / 'a')
+    assert [(r['iter'], r['method'], r['n_layer_before'], r['n_layer_after']) for r in g] == [(3, 'stack', 2, 4), (6, 'interleave', 4, 8)]
+    lrs = {r['iter']: r['lr'] for r in records(tmp_path / 'a', 'train')}
+    assert lrs[3] < lrs[2] and lrs[6] < lrs[5]  # one schedule over the whole run: no warm-up again
+    for stop in (3, 6):  # saved at each growth step
+        out = tmp_path / f'stop{stop}'
+        train(repo, data, out, *extra, f'--max_iters={stop}')
+        train(repo, data, out, '--init_from=resume', *extra)  # TINY sets eval_interval: set ours again
+        assert grow_records(out) == g
+        assert [r for r in losses(out) if r[:2] != ('eval', stop) or stop % 3 == 0] == losses(tmp_path / 'a')
+
+
+def test_growth_schedule_is_checked_before_training(repo, data, tmp_path):
+    for bad, msg in (("--grow_method=stakc", "unknown growth method 'stakc'"),
+                     ("--grow_options={'factr': 2}", "option factr does not apply to method stack"),
+                     ("--grow_steps=[{'iter': 4, 'method': 'stack'}, {'iter': 2, 'method': 'stack'}]", "increasing order")):
+        p = train(repo, data, tmp_path, '--grow_at_iter=0' if 'grow_steps' in bad else '--grow_at_iter=4', bad, check=False)
+        assert p.returncode != 0 and p.stderr.strip().splitlines() == [p.stderr.strip()] and msg in p.stderr, p.stderr
+        assert not (tmp_path / 'log.jsonl').exists()

@@ -1,0 +1,441 @@
+"""
+Compare training runs from their logs (no model is loaded): val loss against compute, and the speedup of grown
+runs over training from scratch, as mean ± sd over seeds.
+
+  python compare.py runs/growth --losses 2.2,2.1,2.0 --csv results/growth.csv --out results/growth.png
+  python compare.py scratch=out-grow/scratch stack=out-grow/stack lesa=out-grow/lesa --losses 2.2
+  python compare.py --from_csv results/growth.csv
+
+A run is [arm=]path, path an out_dir or its log.jsonl. Its arm is the label, else the out_dir's name, or for the
+study layout <arm>/s<seed>/ the arm dir; its seed is that s<seed>, else the seed in the out_dir's config.json. A
+study dir (holding <arm>/s<seed>/log.jsonl, as study.py writes them) stands for all its runs.
+
+C(L) is the FLOPs at which a run's val loss first reaches L, interpolated between evals (grown runs' FLOPs include
+the small model and any operator training). Every run is measured against the scratch run of the SAME seed (same
+data order): sp = C_scratch(L) / C_run(L) - 1 ("Stacking Your Transformers", 2024, arXiv 2405.15319, App. B.2) at
+the scratch run's final val loss L*, at its loss at fractions of its final FLOPs (--at) and at given losses. The
+table gives mean ± sd over seeds and n per arm; seeds that never reach a target are counted, not dropped silently.
+--csv writes the per-run summary that --from_csv turns into the same table without the logs.
+"""
+import argparse
+import csv
+import glob
+import json
+import math
+import os
+import re
+import sys
+
+import numpy as np
+
+# -----------------------------------------------------------------------------
+# output helpers (eval.py uses them too)
+
+def atomic_write(path, write):
+    """write(tmp_path) then rename: never a half-written output file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def pyplot():
+    """matplotlib is optional: without it the CSV/JSON/table still come out."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+        return plt
+    except ImportError:
+        print("no plot: matplotlib is not installed (pip install matplotlib for plots)", file=sys.stderr)
+        return None
+
+
+def save_fig(fig, path, plt):
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=110))
+    plt.close(fig)
+
+# -----------------------------------------------------------------------------
+# reading logs
+
+def split_label(arg):
+    """'label=path' or 'path' -> (label or None, path); a '/' before the '=' means it is all path."""
+    head, eq, tail = arg.partition('=')
+    return (head, tail) if eq and '/' not in head else (None, arg)
+
+
+def expand(args):
+    """Run arguments with each study dir (no log.jsonl of its own) replaced by its <arm>/s<seed> out_dirs."""
+    out = []
+    for arg in args:
+        label, path = split_label(arg)
+        if label is None and os.path.isdir(path) and not os.path.exists(os.path.join(path, 'log.jsonl')):
+            found = glob.glob(os.path.join(path, '*', 's*', 'log.jsonl'))
+            found = [p for p in found if re.fullmatch(r's\d+', os.path.basename(os.path.dirname(p)))]
+            if not found:
+                raise FileNotFoundError(f"{path}: no log.jsonl, nor <arm>/s<seed>/log.jsonl below it")
+            key = lambda p: (os.path.basename(os.path.dirname(os.path.dirname(p))), int(os.path.basename(os.path.dirname(p))[1:]))
+            out += sorted(found, key=key)
+        else:
+            out.append(arg)
+    return out
+
+
+def run_identity(label, path):
+    """-> (arm, seed or None) of the run whose log is at path (see the module docstring)."""
+    if os.path.basename(path) != 'log.jsonl':  # a log file on its own: named after the file
+        return label or os.path.splitext(os.path.basename(path))[0], None
+    run_dir = os.path.dirname(os.path.abspath(path))
+    m = re.fullmatch(r's(\d+)', os.path.basename(run_dir))
+    if m:
+        return label or os.path.basename(os.path.dirname(run_dir)), int(m[1])
+    seed = None
+    config = os.path.join(run_dir, 'config.json')
+    if os.path.isfile(config):
+        with open(config) as f:
+            seed = json.load(f).get('seed')
+    return label or os.path.basename(run_dir), seed
+
+
+def read_log(arg):
+    """'[arm=]path' (a log.jsonl or the out_dir holding it) -> run dict: arm, seed, label, path, eval and grow records."""
+    label, path = split_label(arg)
+    if os.path.isdir(path):
+        path = os.path.join(path, 'log.jsonl')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such log")
+    arm, seed = run_identity(label, path)
+    evals, grows = [], []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                kind = rec['type']
+                if kind == 'eval':
+                    evals.append({k: float(rec[k]) for k in ('flops', 'tokens', 'elapsed', 'val_loss')})
+                elif kind == 'grow':  # operator_flops (training a growth operator) is already inside flops
+                    grows.append({k: float(rec[k]) for k in ('flops', 'tokens')} | {'iter': int(rec['iter']),
+                                  'elapsed': float(rec.get('elapsed', 'nan')), 'operator_flops': float(rec.get('operator_flops', 0))})
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{lineno}: malformed log record ({type(e).__name__}: {e})") from None
+    if not evals:
+        raise ValueError(f"{path}: no eval records (type 'eval' with val_loss)")
+    evals.sort(key=lambda r: r['flops'])  # a resumed run may append out of order
+    return {'arm': arm, 'seed': seed, 'label': arm if seed is None else f"{arm}/s{seed}", 'path': path,
+            'evals': evals, 'grows': grows}
+
+# -----------------------------------------------------------------------------
+# per-run summary: FLOPs to each target and the speedup against the same seed's scratch run
+
+def first_crossing(xs, losses, target):
+    """Compute at which a curve first gets to loss <= target, linearly interpolated between the two eval points that
+    bracket the crossing; None if it never does (no extrapolation). A curve already below at its first point: that point."""
+    for i, (x, loss) in enumerate(zip(xs, losses)):
+        if loss <= target:
+            if i == 0:
+                return x
+            x0, l0 = xs[i - 1], losses[i - 1]
+            return x0 + (l0 - target) / (l0 - loss) * (x - x0)
+    return None
+
+
+def target_keys(fractions, losses):
+    """Column keys of the targets, in table order: given losses ('2.2'), scratch's loss at fractions of its final
+    FLOPs ('0.5C'), and 'final' (its final val loss L*, fraction 1)."""
+    return [f"{L:g}" for L in losses] + [f"{q:g}C" for q in fractions if q != 1] + ['final']
+
+
+def target_losses(scratch, fractions, losses):
+    """{key: target val loss} for the seed whose scratch run this is; None for a fraction before its first eval."""
+    xs, ls = [e['flops'] for e in scratch['evals']], [e['val_loss'] for e in scratch['evals']]
+    out = {f"{L:g}": L for L in losses}
+    for q in fractions:
+        if q != 1:
+            out[f"{q:g}C"] = float(np.interp(q * xs[-1], xs, ls)) if xs[0] <= q * xs[-1] else None
+    out['final'] = ls[-1]
+    return out
+
+
+def speedup(c_scratch, c):
+    return c_scratch / c - 1 if c and c_scratch is not None else None
+
+
+def summarize(runs, scratch_arm, fractions, losses):
+    """One summary row per run: its final numbers and, per target, the target loss, C and sp against the scratch
+    run of its seed (empty without one)."""
+    scratch_of = {r['seed']: r for r in runs if r['arm'] == scratch_arm}
+    keys = target_keys(fractions, losses)
+    rows = []
+    for run in runs:
+        last, partner = run['evals'][-1], scratch_of.get(run['seed'])
+        targets = target_losses(partner, fractions, losses) if partner else dict.fromkeys(keys)
+        xs, ls = [e['flops'] for e in run['evals']], [e['val_loss'] for e in run['evals']]
+        row = {'arm': run['arm'], 'seed': run['seed'], 'scratch_arm': scratch_arm, 'final_flops': last['flops'],
+               'final_val_loss': last['val_loss'], 'tokens': last['tokens'], 'elapsed': last['elapsed'],
+               'growth_iters': ' '.join(str(g['iter']) for g in run['grows']),
+               'operator_flops': sum((g['operator_flops'] for g in run['grows']), 0.0)}
+        for k in keys:
+            L = targets[k]
+            row[f'loss@{k}'] = L
+            row[f'flops@{k}'] = None if L is None else first_crossing(xs, ls, L)
+        rows.append(row)
+    for row in rows:  # sp from the C columns alone, as table() does from a CSV
+        partner = next((r for r in rows if r['arm'] == scratch_arm and r['seed'] == row['seed']), None)
+        for k in keys:
+            row[f'sp@{k}'] = speedup(partner[f'flops@{k}'], row[f'flops@{k}']) if partner else None
+    return rows
+
+
+def stats(values):
+    """n, mean and sample standard deviation (None below 2 values)."""
+    n = len(values)
+    return {'n': n, 'mean': float(np.mean(values)) if n else None, 'sd': float(np.std(values, ddof=1)) if n > 1 else None}
+
+
+def arm_order(rows, scratch_arm):
+    return [scratch_arm] + [a for a in dict.fromkeys(r['arm'] for r in rows) if a != scratch_arm]
+
+
+def table(rows, keys):
+    """Per target: the scratch runs' target loss and C, and per other arm the statistics of sp over its seeds with
+    the seeds that give no sp counted by reason; last, every arm's final val loss."""
+    scratch_arm = rows[0]['scratch_arm']
+    arms = arm_order(rows, scratch_arm)
+    scratch_of = {r['seed']: r for r in rows if r['arm'] == scratch_arm}
+    out = []
+    for k in keys:
+        sc = list(scratch_of.values())
+        line = {'target': k, 'loss': stats([r[f'loss@{k}'] for r in sc if r[f'loss@{k}'] is not None]),
+                'scratch_flops': stats([r[f'flops@{k}'] for r in sc if r[f'flops@{k}'] is not None]) | {
+                    'never': sum(r[f'flops@{k}'] is None for r in sc)}, 'speedup': {}}
+        for arm in arms[1:]:
+            sp, why = [], {'never': 0, 'scratch_never': 0, 'no_scratch': 0}
+            for r in rows:
+                if r['arm'] != arm:
+                    continue
+                partner = scratch_of.get(r['seed'])
+                if partner is None:
+                    why['no_scratch'] += 1
+                elif partner[f'flops@{k}'] is None:
+                    why['scratch_never'] += 1
+                elif r[f'flops@{k}'] is None:
+                    why['never'] += 1
+                else:
+                    sp.append(speedup(partner[f'flops@{k}'], r[f'flops@{k}']))
+            line['speedup'][arm] = stats(sp) | why
+        out.append(line)
+    final = {arm: stats([r['final_val_loss'] for r in rows if r['arm'] == arm]) for arm in arms}
+    return out, final
+
+
+def target_name(k):
+    return 'final L*' if k == 'final' else f"scratch at {k}" if k.endswith('C') else k
+
+
+FORMATS = {'sp': (lambda v: f"{v:+.1%}", lambda v: f"{v:.1%}"), 'flops': (lambda v: f"{v:.3e}", lambda v: f"{v:.1e}"),
+           'loss': (lambda v: f"{v:.4f}", lambda v: f"{v:.4f}")}
+
+
+def cell(st, kind, notes=()):
+    """'mean ± sd (n=.., notes)', a lone value without ±, '-' when no seed gives a value (the notes say why)."""
+    fmt, sd_fmt = FORMATS[kind]
+    value = '-' if not st['n'] else fmt(st['mean']) + ('' if st['sd'] is None else f" ± {sd_fmt(st['sd'])}")
+    return f"{value} (" + '; '.join([f"n={st['n']}", *notes]) + ")"
+
+
+def notes_of(st):
+    words = {'never': "never reach{}", 'scratch_never': "scratch never reach{}", 'no_scratch': "without a scratch run"}
+    return [f"{st[k]} " + w.format('es' if st[k] == 1 else '') for k, w in words.items() if st.get(k)]
+
+
+def print_table(rows, lines, final):
+    scratch_arm = rows[0]['scratch_arm']
+    arms = arm_order(rows, scratch_arm)
+    seeds = sorted({r['seed'] for r in rows}, key=lambda s: (s is None, s))
+    print(f"FLOPs C to first reach each val loss, interpolated between evals; per seed sp = C_scratch / C_run - 1 against "
+          f"the scratch run of that seed; mean ± sd over seeds (n = seeds averaged); scratch = {scratch_arm}; "
+          f"seeds {', '.join(map(str, seeds))}\n")
+    print(f"| target | val loss | {scratch_arm} C | " + " | ".join(f"{a} sp" for a in arms[1:]) + " |")
+    print("|---|---:|---:|" + "---:|" * (len(arms) - 1))
+    for line in lines:
+        loss = line['loss']  # a given loss is the same for all seeds: no ± 0
+        loss_cell = '-' if not loss['n'] else f"{loss['mean']:.4f}" + ('' if not loss['sd'] else f" ± {loss['sd']:.4f}")
+        cells = [cell(line['scratch_flops'], 'flops', notes_of(line['scratch_flops']))]
+        cells += [cell(line['speedup'][a], 'sp', notes_of(line['speedup'][a])) for a in arms[1:]]
+        print(f"| {target_name(line['target'])} | {loss_cell} | " + " | ".join(cells) + " |")
+    print("| final val loss | | " + " | ".join(cell(final[a], 'loss') for a in arms) + " |")
+
+# -----------------------------------------------------------------------------
+# the summary CSV
+
+FIELDS = ['arm', 'seed', 'scratch_arm', 'final_flops', 'final_val_loss', 'tokens', 'elapsed', 'growth_iters', 'operator_flops']
+
+
+def write_csv(path, rows, keys):
+    fields = FIELDS + [f"{c}@{k}" for k in keys for c in ('loss', 'flops', 'sp')]
+    def write(tmp):
+        with open(tmp, 'w', newline='') as f:
+            w = csv.writer(f)
+            w.writerow(fields)
+            for r in rows:  # repr: floats round-trip exactly, so --from_csv gives the very same table
+                w.writerow(['' if r[c] is None else repr(r[c]) if isinstance(r[c], float) else r[c] for c in fields])
+    atomic_write(path, write)
+
+
+def read_csv(path):
+    """A summary CSV -> (rows, target keys)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--from_csv {path}: no such file")
+    with open(path, newline='') as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        missing = [c for c in FIELDS if c not in fields]
+        if missing:
+            raise ValueError(f"{path}: not a compare summary CSV (no column {missing[0]!r})")
+        keys = [c[len('flops@'):] for c in fields if c.startswith('flops@')]
+        rows = []
+        for lineno, rec in enumerate(reader, 2):
+            try:
+                num = lambda c: float(rec[c]) if rec[c] else None
+                rows.append({'arm': rec['arm'], 'seed': int(rec['seed']) if rec['seed'] else None,
+                             'scratch_arm': rec['scratch_arm'], 'growth_iters': rec['growth_iters'],
+                             **{c: num(c) for c in fields if c not in ('arm', 'seed', 'scratch_arm', 'growth_iters')}})
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"{path}:{lineno}: bad value ({e})") from None
+    if not rows:
+        raise ValueError(f"{path}: no runs")
+    if len({r['scratch_arm'] for r in rows}) > 1:
+        raise ValueError(f"{path}: rows disagree on scratch_arm")
+    return rows, keys
+
+# -----------------------------------------------------------------------------
+# plot
+
+def band(curves, points=200):
+    """Seeds' curves [(xs, ys)] on a common grid over the x range all of them cover -> (grid, mean, min, max),
+    or None if they share no range."""
+    lo, hi = max(xs[0] for xs, _ in curves), min(xs[-1] for xs, _ in curves)
+    if not lo < hi:
+        return None
+    grid = np.linspace(lo, hi, points)
+    ys = np.array([np.interp(grid, xs, ls) for xs, ls in curves])
+    return grid, ys.mean(0), ys.min(0), ys.max(0)
+
+
+def plot_compare(runs, scratch_arm, lines, path, plt):
+    """Val loss against FLOPs, tokens and wall time: per arm the mean over seeds and a min-max band."""
+    axes_spec = [('flops', 'FLOPs (incl. the small model for grown runs)'), ('tokens', 'tokens'), ('elapsed', 'wall time (s)')]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), sharey=True)
+    arms = arm_order(runs, scratch_arm)
+    final = next(line for line in lines if line['target'] == 'final')
+    for ax, (key, xlabel) in zip(axes, axes_spec):
+        for i, arm in enumerate(arms):
+            color, mine = f"C{i}", [r for r in runs if r['arm'] == arm]
+            curves = [tuple(map(list, zip(*sorted((e[key], e['val_loss']) for e in r['evals'])))) for r in mine]
+            shared = band(curves) if len(curves) > 1 else None
+            label = f"{arm} (n={len(mine)})"
+            if shared:
+                grid, mean, low, high = shared
+                ax.plot(grid, mean, '-', color=color, label=label)
+                ax.fill_between(grid, low, high, color=color, alpha=0.2, lw=0)
+            else:
+                for j, (xs, ls) in enumerate(curves):
+                    ax.plot(xs, ls, '.-', color=color, label=label if j == 0 else None)
+            for x in sorted({g[key] for r in mine for g in r['grows'] if not math.isnan(g[key])}):
+                ax.axvline(x, color=color, ls=':', lw=1)
+        if final['loss']['n']:
+            ax.axhline(final['loss']['mean'], color='gray', ls='--', lw=0.8)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel('val loss')
+    axes[0].legend(fontsize=8, title=f"line: mean over seeds, band: min-max; dotted: growth; dashed: {scratch_arm}'s mean L*",
+                   title_fontsize=7)
+    sp = [f"{arm}: {cell(final['speedup'][arm], 'sp', notes_of(final['speedup'][arm]))}" for arm in arms[1:]]
+    fig.suptitle("speedup at the scratch run's final val loss (sp = C_scratch/C_run - 1, same seed): " + ", ".join(sp), fontsize=10)
+    fig.tight_layout()
+    save_fig(fig, path, plt)
+
+# -----------------------------------------------------------------------------
+
+def pick_scratch(arms, wanted):
+    """The scratch arm: --scratch (an arm or its index), else 'scratch' if there is one, else the first arm."""
+    if wanted is None:
+        return 'scratch' if 'scratch' in arms else arms[0]
+    if wanted.isdigit():
+        if int(wanted) >= len(arms):
+            raise ValueError(f"--scratch {wanted}: only {len(arms)} arms")
+        return arms[int(wanted)]
+    if wanted not in arms:
+        raise ValueError(f"--scratch {wanted!r} is neither an arm index nor one of {arms}")
+    return wanted
+
+
+def cmd_compare(args):
+    if args.from_csv:
+        if args.logs or args.csv:
+            raise ValueError("--from_csv makes the table from the CSV alone: no logs, no --csv")
+        rows, keys = read_csv(args.from_csv)
+        if args.scratch is not None and args.scratch != rows[0]['scratch_arm']:
+            raise ValueError(f"{args.from_csv}: its speedups are against {rows[0]['scratch_arm']!r}, not {args.scratch!r}")
+        runs = None
+    else:
+        if not args.logs:
+            raise ValueError("give runs ([arm=]out_dir, log.jsonl or a study dir) or --from_csv")
+        runs = [read_log(a) for a in expand(args.logs)]
+        seen = {}
+        for r in runs:
+            if (r['arm'], r['seed']) in seen:
+                raise ValueError(f"{seen[r['arm'], r['seed']]} and {r['path']} are both {r['label']}; name them arm=path")
+            seen[r['arm'], r['seed']] = r['path']
+        try:
+            fractions = [float(q) for q in args.at.split(',') if q.strip()]
+            losses = [float(x) for x in args.losses.split(',') if x.strip()] if args.losses else []
+        except ValueError:
+            raise ValueError("--at and --losses take comma-separated numbers") from None
+        if any(not 0 < q <= 1 for q in fractions):
+            raise ValueError("--at takes fractions in (0, 1]")
+        fractions = sorted(set(fractions) | {1.0})  # the final L* is always reported
+        scratch_arm = pick_scratch(list(dict.fromkeys(r['arm'] for r in runs)), args.scratch)
+        rows, keys = summarize(runs, scratch_arm, fractions, losses), target_keys(fractions, losses)
+    lines, final = table(rows, keys)
+    if args.csv:
+        write_csv(args.csv, rows, keys)
+    if args.json:
+        print(json.dumps({'scratch': rows[0]['scratch_arm'], 'targets': keys, 'table': lines, 'final_val_loss': final,
+                          'runs': rows}, indent=2))
+    else:
+        print_table(rows, lines, final)
+        if args.csv:
+            print(f"\nwrote {args.csv}")
+    plt = pyplot() if runs else None
+    if plt:
+        plot_compare(runs, rows[0]['scratch_arm'], lines, args.out, plt)
+        if not args.json:
+            print(f"wrote {args.out}")
+
+
+def add_arguments(p):
+    p.add_argument('logs', nargs='*', help="[arm=]out_dir, [arm=]log.jsonl or a study dir (<arm>/s<seed>/log.jsonl)")
+    p.add_argument('--scratch', help="the scratch arm (name or index); default 'scratch' if present, else the first")
+    p.add_argument('--at', default='0.25,0.5,0.75,1', help="targets: scratch's loss at these fractions of its final FLOPs")
+    p.add_argument('--losses', help="extra target val losses, comma-separated")
+    p.add_argument('--out', default='compare.png', help="the plot (not with --from_csv)")
+    p.add_argument('--csv', help="write the per-run summary CSV (arm, seed, FLOPs and sp at each target, ...)")
+    p.add_argument('--from_csv', help="the table from a summary CSV alone, no logs")
+    p.add_argument('--json', action='store_true', help="print JSON instead of the table")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        cmd_compare(args)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == '__main__':
+    main()

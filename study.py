@@ -1,0 +1,291 @@
+"""
+Run a study: every (arm, seed) of a study file as one train.py run, resumable in a later session, then the table.
+
+  python study.py config/study_growth.py --jobs 2     # two runs at a time, one thread each (a 2-core machine)
+  python study.py config/study_growth.py --dry_run    # what would start, resume or be skipped, with the commands
+  python study.py config/study_growth.py --only scratch,stack
+  python study.py config/study_growth.py --table      # only the table of the finished runs
+
+A study file is Python, like a config file: `name`, `base` (a train.py config file), `seeds` (ints; the seed sets the
+init and the data order), `arms` (arm -> dict of train.py keys and values), optionally `losses` (target val losses
+for the table) and `scratch` (the arm every other arm is measured against; default 'scratch'); other names are
+errors (typos), except helpers starting with _. Run (arm, seed) is
+
+  python train.py <base> --out_dir=runs/<name>/<arm>/s<seed> --seed=<seed> --<key>=<value> ...
+
+with its output in out_dir/train.log. Starting a run writes out_dir/run.json (the command); train.py exiting 0
+writes out_dir/done.json (command, exit code, wall time). A run with done.json is skipped, one with last.pt is
+resumed (--init_from=resume), and one whose command (or base config file) changed since is an error unless --force,
+which starts it afresh. Ctrl-C (or SIGTERM) stops every running train.py the way train.py stops itself (last.pt
+saved): the next call resumes them. A failed run is reported (exit code, last line of its output) and the others go
+on. At the end compare.py makes the table of the finished runs and writes results/<name>.csv (the small per-run
+summary, for git: `python compare.py --from_csv results/<name>.csv` remakes the table) and results/<name>.png.
+"""
+import argparse
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import types
+
+import compare
+
+KEYS = {'name': str, 'base': str, 'seeds': list, 'arms': dict, 'losses': list, 'scratch': str}
+NAME = re.compile(r'[A-Za-z0-9_.-]+')  # study and arm names are directory names
+TRAIN = [sys.executable, os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py'))]
+
+
+def load_study(path):
+    """The study file's settings, checked; raises ValueError/FileNotFoundError naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such study file")
+    scope = {}
+    try:
+        with open(path) as f:
+            exec(compile(f.read(), path, 'exec'), scope)
+    except Exception as e:
+        raise ValueError(f"{path}: {type(e).__name__}: {e}") from None
+    study = {k: v for k, v in scope.items() if not k.startswith('_') and not isinstance(v, types.ModuleType) and not callable(v)}
+    for k in study:
+        if k not in KEYS:
+            raise ValueError(f"{path}: unknown key {k!r} (a study has {', '.join(KEYS)})")
+    study = {'losses': [], 'scratch': 'scratch', **study}
+    for k, t in KEYS.items():
+        if k not in study:
+            raise ValueError(f"{path}: {k} is missing")
+        if not isinstance(study[k], t):
+            raise ValueError(f"{path}: {k} must be a {t.__name__}, got {study[k]!r}")
+    seeds, arms = study['seeds'], study['arms']
+    if not seeds or any(type(s) is not int for s in seeds) or len(set(seeds)) < len(seeds):
+        raise ValueError(f"{path}: seeds must be distinct ints, got {seeds!r}")
+    if any(type(x) not in (int, float) for x in study['losses']):
+        raise ValueError(f"{path}: losses must be numbers, got {study['losses']!r}")
+    if not arms:
+        raise ValueError(f"{path}: arms is empty")
+    for name in [study['name'], *arms]:
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise ValueError(f"{path}: {name!r} cannot name a directory (letters, digits, _ . -)")
+    for arm, overrides in arms.items():
+        if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+            raise ValueError(f"{path}: arm {arm!r} must be a dict of train.py keys, got {overrides!r}")
+        taken = {'out_dir', 'seed'} & set(overrides)
+        if taken:
+            raise ValueError(f"{path}: arm {arm!r} sets {taken.pop()}, which the runner sets per run")
+    if study['scratch'] not in arms:
+        raise ValueError(f"{path}: scratch={study['scratch']!r} is not an arm ({', '.join(arms)})")
+    if not os.path.isfile(study['base']):
+        raise FileNotFoundError(f"{path}: base config {study['base']} not found")
+    with open(study['base'], 'rb') as f:
+        study['base_sha256'] = hashlib.sha256(f.read()).hexdigest()
+    return study
+
+
+def plan(study, only=None):
+    """The runs, arm by arm and seed by seed: arm, seed, out_dir and train.py's arguments."""
+    runs = []
+    for arm, overrides in study['arms'].items():
+        if only and arm not in only:
+            continue
+        for seed in study['seeds']:
+            out_dir = os.path.join('runs', study['name'], arm, f's{seed}')
+            args = [study['base'], f'--out_dir={out_dir}', f'--seed={seed}']
+            args += [f"--{k}={v if isinstance(v, str) else repr(v)}" for k, v in overrides.items()]
+            runs.append({'arm': arm, 'seed': seed, 'name': f'{arm}/s{seed}', 'out_dir': out_dir, 'args': args})
+    return runs
+
+
+def show(cmd):
+    """A command as one pastable shell line; Python literals (dicts, lists) in double rather than single quotes."""
+    safe = lambda a: shlex.quote(a) == a or set(a) & set('"$`\\!')
+    return ' '.join(shlex.quote(a) if safe(a) else f'"{a}"' for a in cmd)
+
+
+def read_json(path):
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path, obj):
+    def write(tmp):
+        with open(tmp, 'w') as f:
+            json.dump(obj, f, indent=2)
+    compare.atomic_write(path, write)
+
+
+def status(run, study):
+    """'done' (skip), 'changed' (ran with another command), 'resume' (has last.pt) or 'start'."""
+    done = read_json(os.path.join(run['out_dir'], 'done.json'))
+    has_ckpt = os.path.isfile(os.path.join(run['out_dir'], 'last.pt'))
+    recorded = done or (read_json(os.path.join(run['out_dir'], 'run.json')) if has_ckpt else None)
+    if recorded and (recorded['args'], recorded['base_sha256']) != (run['args'], study['base_sha256']):
+        return 'changed'
+    return 'done' if done else 'resume' if has_ckpt else 'start'
+
+
+def start(run, study, train, jobs):
+    """Popen train.py for the run, its output appended to out_dir/train.log."""
+    out_dir = run['out_dir']
+    os.makedirs(out_dir, exist_ok=True)
+    resume = os.path.isfile(os.path.join(out_dir, 'last.pt'))
+    stale = os.path.join(out_dir, 'log.jsonl')
+    if not resume and os.path.isfile(stale):  # from an attempt that died before its first checkpoint: train.py appends
+        os.remove(stale)
+    cmd = train + run['args'] + (['--init_from=resume'] if resume else [])
+    write_json(os.path.join(out_dir, 'run.json'), {'args': run['args'], 'base_sha256': study['base_sha256'], 'command': cmd})
+    log_path = os.path.join(out_dir, 'train.log')
+    with open(log_path, 'a') as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {show(cmd)}\n")
+        log.flush()
+        offset = log.tell()
+        env = os.environ | ({'OMP_NUM_THREADS': '1'} if jobs > 1 else {})  # two single-threaded runs on two cores
+        # its own session: a terminal's Ctrl-C reaches only the runner, which stops each run exactly once
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return {**run, 'proc': proc, 'cmd': cmd, 't0': time.time(), 'log': log_path, 'offset': offset, 'resumed': resume}
+
+
+def last_line(path, offset):
+    with open(path, 'rb') as f:
+        f.seek(offset)
+        lines = [line.strip() for line in f.read().decode('utf-8', 'replace').splitlines() if line.strip()]
+    return lines[-1] if lines else '(no output)'
+
+
+def finish(job, study):
+    """Record a finished run (done.json) or report its failure; -> True if it succeeded."""
+    rc, wall = job['proc'].returncode, time.time() - job['t0']
+    if rc == 0:
+        write_json(os.path.join(job['out_dir'], 'done.json'), {
+            'args': job['args'], 'base_sha256': study['base_sha256'], 'command': job['cmd'], 'returncode': rc,
+            'wall_seconds': round(wall, 1), 'resumed': job['resumed'], 'finished': time.strftime('%Y-%m-%d %H:%M:%S')})
+        print(f"done   {job['name']} in {wall:.0f} s")
+        return True
+    print(f"FAILED {job['name']}: exit {rc}: {last_line(job['log'], job['offset'])} (see {job['log']})")
+    return False
+
+
+def interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_all(todo, study, train, jobs):
+    """Run the runs `jobs` at a time; -> names of the failed runs, in the study's order. Ctrl-C/SIGTERM: stop the
+    running ones (they save last.pt) and exit 130."""
+    pending, running, failed = list(todo), [], []
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                run = pending.pop(0)
+                running.append(start(run, study, train, jobs))
+                print(f"{'resume' if running[-1]['resumed'] else 'start '} {run['name']} (output in {running[-1]['log']})")
+            for job in [j for j in running if j['proc'].poll() is not None]:
+                running.remove(job)
+                if not finish(job, study):
+                    failed.append(job['name'])
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        print(f"\nstopping {len(running)} run(s) as train.py stops on SIGTERM, saving last.pt (Ctrl-C again kills them)",
+              file=sys.stderr)
+        for job in running:
+            job['proc'].terminate()  # SIGTERM: train.py finishes its iteration and saves last.pt
+        try:
+            for job in running:
+                job['proc'].wait()
+        except KeyboardInterrupt:
+            for job in running:
+                job['proc'].kill()
+                job['proc'].wait()
+        running = [j for j in running if not (j['proc'].returncode == 0 and finish(j, study))]  # done meanwhile
+        saved = [j['name'] for j in running if os.path.isfile(os.path.join(j['out_dir'], 'last.pt'))]
+        lost = [j['name'] for j in running if j['name'] not in saved]
+        print("stopped; the same command goes on" + (f", resuming {', '.join(saved)}" if saved else '')
+              + (f", starting afresh {', '.join(lost)} (no last.pt)" if lost else ''), file=sys.stderr)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return [r['name'] for r in todo if r['name'] in failed]
+
+
+def make_table(study):
+    """compare.py's table of the finished runs (whose command is the study's), results/<name>.csv and .png."""
+    runs = plan(study)
+    states = {r['name']: status(r, study) for r in runs}
+    finished = [r for r in runs if states[r['name']] == 'done']
+    other = [n for n, s in states.items() if s != 'done']
+    if other:
+        print(f"not in the table (unfinished or changed): {', '.join(other)}")
+    if not any(r['arm'] == study['scratch'] for r in finished):
+        print(f"no table yet: no finished {study['scratch']} run")
+        return
+    results = os.path.join('results', study['name'])
+    argv = [f"{r['arm']}={r['out_dir']}" for r in finished]
+    argv += ['--scratch', study['scratch'], '--at', '1', '--csv', results + '.csv', '--out', results + '.png']
+    if study['losses']:
+        argv += ['--losses', ','.join(map(str, study['losses']))]
+    print()
+    compare.main(argv)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('study', help="study file (Python: name, base, seeds, arms[, losses, scratch])")
+    p.add_argument('--jobs', type=int, default=1, help="runs at a time; above 1 each gets OMP_NUM_THREADS=1")
+    p.add_argument('--only', help="comma-separated arms to run (the table still covers every finished run)")
+    p.add_argument('--dry_run', action='store_true', help="print each run's state and command, run nothing")
+    p.add_argument('--table', action='store_true', help="run nothing, only make the table of the finished runs")
+    p.add_argument('--force', action='store_true', help="start afresh the finished or started runs whose command changed")
+    p.add_argument('--train', default=shlex.join(TRAIN), help="the training command (e.g. 'torchrun --nproc_per_node=8 train.py')")
+    args = p.parse_args(argv)
+    try:
+        study = load_study(args.study)
+        only = args.only.split(',') if args.only else None
+        unknown = [a for a in only or [] if a not in study['arms']]
+        if unknown:
+            raise ValueError(f"--only: no arm {unknown[0]!r} in {args.study} ({', '.join(study['arms'])})")
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+        train = shlex.split(args.train)
+        if not train:
+            raise ValueError("--train is empty")
+        if args.table:
+            return make_table(study)
+        runs = plan(study, only)
+        states = {r['name']: status(r, study) for r in runs}
+        if args.dry_run:
+            for r in runs:
+                extra = ['--init_from=resume'] if states[r['name']] == 'resume' else []
+                print(f"{states[r['name']]:8} {r['name']}: {show(train + r['args'] + extra)}")
+            if 'changed' in states.values():
+                print("changed: ran with another command or base config; --force starts them afresh")
+            return
+        changed = [r for r in runs if states[r['name']] == 'changed']
+        if changed and not args.force:
+            raise ValueError(f"{len(changed)} run(s) ran with another command or base config than the study's now "
+                             f"({', '.join(r['name'] for r in changed)}; see their run.json): restore the study file, "
+                             f"or start them afresh with --force")
+        for r in changed:
+            shutil.rmtree(r['out_dir'])
+            states[r['name']] = 'start'
+        todo = [r for r in runs if states[r['name']] != 'done']
+        print(f"study {study['name']}: {len(runs)} runs, {len(runs) - len(todo)} done (skipped), {len(todo)} to run, "
+              f"{args.jobs} at a time")
+        failed = run_all(todo, study, train, args.jobs)
+        if failed:
+            print(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+        make_table(study)
+        if failed:
+            sys.exit(1)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,172 @@
+"""study.py with a fake train.py (tests/fake_train.py, no training): every (arm, seed) runs, finished runs are
+skipped, unfinished ones resume with --init_from=resume, a changed command is an error unless --force, a failure
+is reported while the others go on, two jobs run with one thread each, Ctrl-C leaves the runs resumable, and the
+per-run summary CSV comes out at the end."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import study
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAKE = f"{sys.executable} {os.path.join(REPO, 'tests', 'fake_train.py')}"
+ARMS = {'scratch': {}, 'fast': {'speed': 2.0}}
+
+
+def write_study(root, arms=ARMS, seeds=(1, 2), **extra):
+    (root / 'base.py').write_text("# a train.py config file\n")
+    lines = ["name = 'demo'", "base = 'base.py'", f"seeds = {list(seeds)}", "losses = [2.5]", f"arms = {arms!r}"]
+    (root / 'demo.py').write_text('\n'.join(lines + [f"{k} = {v!r}" for k, v in extra.items()]) + '\n')
+
+
+def call(root, monkeypatch, capsys, *args):
+    """study.py in-process in root -> (exit code or error message, stdout)."""
+    monkeypatch.chdir(root)
+    capsys.readouterr()
+    try:
+        study.main(['demo.py', '--train', FAKE, *args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().out
+
+
+def calls(root, arm, seed):
+    path = root / 'runs' / 'demo' / arm / f's{seed}' / 'calls.jsonl'
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def summary(root):
+    with open(root / 'results' / 'demo.csv', newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def test_runs_every_arm_and_seed_then_skips_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    write_study(tmp_path)
+    code, out = call(tmp_path, monkeypatch, capsys, '--jobs', '2')
+    assert code == 0, out
+    for arm in ARMS:
+        for seed in (1, 2):
+            [c] = calls(tmp_path, arm, seed)
+            expected = ['base.py', f'--out_dir=runs/demo/{arm}/s{seed}', f'--seed={seed}']
+            assert c['argv'] == expected + (['--speed=2.0'] if arm == 'fast' else []) and c['omp'] == '1'
+            done = json.loads((tmp_path / 'runs' / 'demo' / arm / f's{seed}' / 'done.json').read_text())
+            assert done['returncode'] == 0 and done['args'] == c['argv'] and done['command'][-len(c['argv']):] == c['argv']
+            assert 'trained' in (tmp_path / 'runs' / 'demo' / arm / f's{seed}' / 'train.log').read_text()
+    rows = summary(tmp_path)
+    assert [(r['arm'], r['seed']) for r in rows] == [('scratch', '1'), ('scratch', '2'), ('fast', '1'), ('fast', '2')]
+    assert all(float(r['sp@final']) > 0.5 for r in rows if r['arm'] == 'fast')  # twice as fast: sp = +100% at the end
+    assert '| final L* |' in out and (tmp_path / 'results' / 'demo.png').exists()
+
+    (tmp_path / 'results' / 'demo.csv').unlink()
+    code, out = call(tmp_path, monkeypatch, capsys, '--jobs', '1')  # all finished: nothing runs again
+    assert code == 0 and '4 done (skipped), 0 to run' in out
+    assert all(len(calls(tmp_path, a, s)) == 1 for a in ARMS for s in (1, 2)) and len(summary(tmp_path)) == 4
+    (tmp_path / 'results' / 'demo.csv').unlink()
+    code, out = call(tmp_path, monkeypatch, capsys, '--table')
+    assert code == 0 and len(summary(tmp_path)) == 4
+
+
+def test_resumes_unfinished_runs_and_restarts_runs_without_checkpoint(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    write_study(tmp_path, arms={'scratch': {}})
+    s1, s2 = tmp_path / 'runs' / 'demo' / 'scratch' / 's1', tmp_path / 'runs' / 'demo' / 'scratch' / 's2'
+    s1.mkdir(parents=True)
+    s2.mkdir(parents=True)
+    (s1 / 'last.pt').write_text('checkpoint')  # stopped after a checkpoint
+    (s2 / 'log.jsonl').write_text('{"stale": "from an attempt that died before its first checkpoint"}\n')
+    code, out = call(tmp_path, monkeypatch, capsys)
+    assert code == 0, out
+    assert 'resume scratch/s1' in out and 'start  scratch/s2' in out
+    [c1], [c2] = calls(tmp_path, 'scratch', 1), calls(tmp_path, 'scratch', 2)
+    assert c1['argv'][-1] == '--init_from=resume' and not any('init_from' in a for a in c2['argv'])
+    assert c1['omp'] is None  # one job: the thread count is left alone
+    assert 'stale' not in (s2 / 'log.jsonl').read_text() and len(summary(tmp_path)) == 2
+
+
+def test_a_changed_command_is_an_error_unless_force(tmp_path, monkeypatch, capsys):
+    write_study(tmp_path, seeds=[1])
+    assert call(tmp_path, monkeypatch, capsys)[0] == 0
+    write_study(tmp_path, arms={'scratch': {}, 'fast': {'speed': 3.0}}, seeds=[1])  # fast's overrides edited
+    code, out = call(tmp_path, monkeypatch, capsys)
+    assert isinstance(code, str) and code.startswith('error:') and '\n' not in code
+    assert 'fast/s1' in code and 'scratch/s1' not in code and '--force' in code
+    assert len(calls(tmp_path, 'fast', 1)) == 1  # nothing ran
+    code, out = call(tmp_path, monkeypatch, capsys, '--dry_run')
+    assert code == 0 and 'changed  fast/s1' in out and 'done     scratch/s1' in out
+    code, out = call(tmp_path, monkeypatch, capsys, '--force')
+    assert code == 0, out
+    [c] = calls(tmp_path, 'fast', 1)  # started afresh: the old out_dir went
+    assert c['argv'][-1] == '--speed=3.0'
+    assert len(calls(tmp_path, 'scratch', 1)) == 1
+    (tmp_path / 'base.py').write_text("# the base config, edited\n")  # so is a changed base config
+    code, _ = call(tmp_path, monkeypatch, capsys)
+    assert isinstance(code, str) and 'fast/s1' in code and 'scratch/s1' in code
+
+
+def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path, monkeypatch, capsys):
+    write_study(tmp_path, arms={'scratch': {}, 'bad': {'fail': 3}})
+    code, out = call(tmp_path, monkeypatch, capsys, '--jobs', '2')
+    assert code == 1
+    assert 'FAILED bad/s1: exit 3: error: told to fail' in out and '2 run(s) failed: bad/s1, bad/s2' in out
+    assert not (tmp_path / 'runs' / 'demo' / 'bad' / 's1' / 'done.json').exists()
+    assert all((tmp_path / 'runs' / 'demo' / 'scratch' / f's{s}' / 'done.json').exists() for s in (1, 2))
+    assert [r['arm'] for r in summary(tmp_path)] == ['scratch', 'scratch']  # the table of what finished
+
+
+def test_ctrl_c_stops_the_runs_resumably(tmp_path, monkeypatch, capsys):
+    write_study(tmp_path)
+    env = {**os.environ, 'FAKE_TRAIN_SLEEP': '120'}
+    p = subprocess.Popen([sys.executable, os.path.join(REPO, 'study.py'), 'demo.py', '--jobs', '2', '--train', FAKE],
+                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even if pytest runs in `... &`
+    deadline = time.time() + 60
+    while time.time() < deadline and not all(
+            (tmp_path / 'runs' / 'demo' / 'scratch' / f's{s}' / 'last.pt').exists() for s in (1, 2)):
+        time.sleep(0.2)
+    pids = [calls(tmp_path, 'scratch', s)[0]['pid'] for s in (1, 2)]  # two running at once
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 130, out
+    assert 'resuming scratch/s1, scratch/s2' in out
+    for s in (1, 2):  # each was stopped as train.py stops on SIGTERM (saving last.pt), not killed
+        assert (tmp_path / 'runs' / 'demo' / 'scratch' / f's{s}' / 'last.pt').read_text() == f"saved on signal {int(signal.SIGTERM)}"
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not list((tmp_path / 'runs').rglob('done.json')) and not (tmp_path / 'runs' / 'demo' / 'fast').exists()
+    code, out = call(tmp_path, monkeypatch, capsys, '--jobs', '2')
+    assert code == 0, out
+    assert [c['argv'][-1] for c in calls(tmp_path, 'scratch', 1)] == ['--seed=1', '--init_from=resume']
+    assert len(list((tmp_path / 'runs').rglob('done.json'))) == 4
+
+
+def test_dry_run_only_and_bad_study_files(tmp_path, monkeypatch, capsys):
+    write_study(tmp_path)
+    code, out = call(tmp_path, monkeypatch, capsys, '--dry_run', '--only', 'fast')
+    assert code == 0 and not (tmp_path / 'runs').exists()
+    assert out.splitlines() == [f"start    fast/s{s}: {FAKE} base.py --out_dir=runs/demo/fast/s{s} --seed={s} --speed=2.0"
+                                for s in (1, 2)]
+    code, _ = call(tmp_path, monkeypatch, capsys, '--only', 'fats')
+    assert code.startswith('error:') and "'fats'" in code
+    cases = [(dict(arms={'fast': {}}), "scratch='scratch' is not an arm"),
+             (dict(arms={'scratch': {'seed': 3}}), 'sets seed'),
+             (dict(arms={'scratch': {}, 'a/b': {}}), "'a/b'"),
+             (dict(seeds=[1, 1]), 'distinct'),
+             (dict(typo=1), "unknown key 'typo'")]
+    for kw, needle in cases:
+        write_study(tmp_path, **kw)
+        code, _ = call(tmp_path, monkeypatch, capsys)
+        assert isinstance(code, str) and code.startswith('error:') and '\n' not in code and needle in code, (kw, code)
+    write_study(tmp_path)
+    (tmp_path / 'base.py').unlink()
+    code, _ = call(tmp_path, monkeypatch, capsys)
+    assert code.startswith('error:') and 'base.py not found' in code
+    assert not (tmp_path / 'runs').exists()
