@@ -798,6 +798,16 @@ def sha256(path):
     return h.hexdigest()
 
 
+def weights_sha256(state_dict):
+    """A source that is not one file (a run or Hugging Face directory, hf:, llama2c:) is identified by
+    its weights: the hash of every tensor's name and bytes."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        h.update(k.encode())
+        h.update(state_dict[k].detach().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Grow a GPT checkpoint (see the module docstring and README).")
     p.add_argument('sources', nargs='*', help="checkpoints; NAME=PATH names one (otherwise a, b, c, ...)")
@@ -869,8 +879,8 @@ def main(argv=None):
             block_size = sources[0]['model_args']['block_size']
             batches = TokenData(a.data).stream('train', block_size, a.batch_size, (a.seed, 'train', 'grow'))
         grown = grow(sources, a.method, names=names, head_from=a.head_from, seed=a.seed, batches=batches, **options)
-        for info, pth in zip(grown['provenance']['sources'], paths):
-            info.update(path=pth, sha256=sha256(pth))
+        for info, pth, ck in zip(grown['provenance']['sources'], paths, sources):
+            info.update(path=pth, **({'sha256': sha256(pth)} if os.path.isfile(pth) else {'weights_sha256': weights_sha256(ck['model'])}))
         save_checkpoint(grown, a.out)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
