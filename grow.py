@@ -714,7 +714,7 @@ def check_options(method, options):
     """ValueError (one line) unless `method` exists and takes every option in `options`: cheap, so
     train.py can call it at start rather than fail at grow_at_iter."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        raise ValueError(f"unknown growth method {method!r}; choose from {', '.join(METHODS)}")
     bad = sorted(set(options) - set(METHODS[method].options))
     if bad:
         raise ValueError(f"option {', '.join(bad)} does not apply to method {method} (it takes: {', '.join(METHODS[method].options)})")

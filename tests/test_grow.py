@@ -400,7 +400,7 @@ def test_registry_declares_every_option_and_validates_up_front(monkeypatch):
         own = {n for n, p in params.items() if n not in ('src', 'batches') and p.kind == p.POSITIONAL_OR_KEYWORD}
         dups = set(G.DUPLICATES) if any(p.kind == p.VAR_KEYWORD for p in params.values()) else set()
         assert set(m.options) == own | dups, name
-    with pytest.raises(ValueError, match="unknown method 'stak'"):
+    with pytest.raises(ValueError, match="unknown growth method 'stak'"):
         G.check_options('stak', {})
     with pytest.raises(ValueError, match='option every does not apply to method stack'):
         G.check_options('stack', {'every': 2})
@@ -450,7 +450,7 @@ def test_cli_bad_inputs_fail_in_one_line_without_output(tmp_path, repo):
     (tmp_path / 'noslices.yml').write_text("models:\n  - model: a\n")
     out = tmp_path / 'out.pt'
     cases = {
-        'unknown method': (['--method', 'fold', a], 'unknown method'),
+        'unknown method': (['--method', 'fold', a], 'unknown growth method'),
         'index out of range': (['--method', 'map', '--map', 'a:0,a:9', a], 'layer 9 out of range'),
         'mismatched sources': (['--method', 'interleave', a, wide], 'differ in n_embd'),
         'unreadable file': (['--method', 'stack', tmp_path / 'junk.pt'], 'cannot read checkpoint'),
