@@ -77,6 +77,9 @@ class Source:
     rest: dict     # everything outside transformer.h
     cfg: GPTConfig
 
+    def state_dict(self):
+        return {**self.rest, **{f'transformer.h.{i}.{k}': v for i, layer in enumerate(self.layers) for k, v in layer.items()}}
+
 
 def plain_source(ckpt, letter, name=None):
     """A checkpoint as a Source, its tensors those of the equivalent plain model."""
@@ -405,12 +408,13 @@ def scaled(tensors, prefix, names, scopes, t):
     return out, used
 
 
-def map_layers(src, map=None, yaml=None, **duplicates):
+def map_layers(src, map=None, yaml=None, head_from=None, **duplicates):
     """Explicit layer list (map='a:0,b:0,a:1' or 'a:0-15,b:8-23') or a mergekit passthrough YAML
     (slices of layer_range [start, end) from named models; Goliath-style frankenmerges), built as
     mergekit builds it: the embeddings come from the first slice's model, the final norm and head
     from the last slice's, and a `scale` multiplies every tensor its filters select, weight by weight
-    (so a scale on the first slice also scales the embeddings, on the last slice the norm and head)."""
+    (so a scale on the first slice also scales the embeddings, on the last slice the norm and head).
+    An explicit head_from takes all three from that source instead, as they are."""
     if (map is None) == (yaml is None):
         raise ValueError("map: give exactly one of map (a layer list) or yaml (mergekit slices)")
     check_same_architecture(src)
@@ -426,6 +430,8 @@ def map_layers(src, map=None, yaml=None, **duplicates):
         origin = f"{src[j].letter}:{i}" + (f" scale {','.join(f'{x:g}' for x in sorted(used))}" if used else '')
         plan.append(Slot((j, i), tensors, origin, not used))  # a scaled copy is a distinct block (never tied)
     out = place(src, plan, **duplicates)
+    if head_from is not None:
+        return out
     (first, *_, first_scopes), (last, *_, last_scopes) = slices[0], slices[-1]
     head = ('transformer.ln_f.weight', 'transformer.ln_f.bias', 'lm_head.weight')
     embeddings = {k: v for k, v in src[first].rest.items() if k not in head}
@@ -594,7 +600,7 @@ def embedded_width(s, n_embd, mlp_hidden, zero):
     args = dict(n_embd=n_embd, n_head=n_head, n_kv_head=n_kv_head, mlp_hidden=mlp_hidden if mlp_hidden != 4 * n_embd else None)
     model = GPT(GPTConfig.from_dict({**a, **args}))  # GPT-2's init for every new weight
     sd = model.state_dict()
-    old = {**s.rest, **{f'transformer.h.{i}.{k}': v for i, layer in enumerate(s.layers) for k, v in layer.items()}}
+    old = s.state_dict()
     kv, new_kv = (a['n_kv_head'] or a['n_head']) * hd, (n_kv_head or n_head) * hd
     for key, t in sd.items():
         parts = [(t, old[key])]
@@ -686,6 +692,7 @@ class Method(NamedTuple):
     max_sources: int     # 1 = one source checkpoint; None = any number
     summary: str
     needs_data: bool = False  # build also gets batches=, an iterator of (x, y) training batches
+    takes_head: bool = False  # build also gets head_from=, grow()'s head_from as given (None: its own rule)
 
 
 DUPLICATES = ('noise', 'tied', 'lora_rank', 'lora_alpha', 'ia3', 'adapter_layers')  # place(): how duplicates are made
@@ -697,7 +704,7 @@ METHODS = {
                          "each layer repeated in place (0,0,1,1,...), or sources alternated (a0,b0,a1,b1,...)"),
     'dus': Method(dus, ('m', 'n_layer') + DUPLICATES, 2, "SOLAR depth up-scaling"),
     'map': Method(map_layers, ('map', 'yaml') + DUPLICATES, None,
-                  "an explicit layer list, or mergekit passthrough slices (YAML)"),
+                  "an explicit layer list, or mergekit passthrough slices (YAML)", takes_head=True),
     'llama_pro': Method(llama_pro, ('every', 'n_layer'), 1,
                         "LLaMA Pro / G_zero in depth: identity blocks (zero output projections), exact"),
     'random': Method(random_layers, ('every', 'n_layer'), 1, "G_random in depth: freshly initialised blocks"),
@@ -742,7 +749,7 @@ def check_growth_schedule(steps):
 def grow(sources, method, names=None, head_from=None, seed=0, batches=None, **options):
     """sources: loaded checkpoint dicts; names: optional names for them (map/yaml/head_from also take
     letters a, b, ...); head_from: the source of embeddings, final norm, head and tokenizer (default the
-    first; given explicitly it also overrides the YAML rule). batches: training batches, for methods
+    first; given explicitly it also overrides map's YAML rule). batches: training batches, for methods
     that learn from data. Returns a new checkpoint dict; randomness (noise, new inits, LESA) is seeded
     by `seed` and leaves the caller's RNG state alone. Unchanged tensors are shared with the sources,
     never modified."""
@@ -766,10 +773,12 @@ def grow(sources, method, names=None, head_from=None, seed=0, batches=None, **op
             raise ValueError(f"sources use different tokenizers: a={toks[0]}, {s.letter}={t}"[:300])
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
-        out = m.build(src, **options, **(dict(batches=batches) if m.needs_data else {}))
+        extra = dict(batches=batches) if m.needs_data else {}
+        if m.takes_head:
+            extra['head_from'] = head_from
+        out = m.build(src, **options, **extra)
     args = {**head.args, **out.args}
-    rest = head.rest if out.rest is None or (head_from is not None and m.max_sources != 1) else out.rest
-    sd = dict(rest)
+    sd = dict(head.rest if out.rest is None else out.rest)
     for p, block in enumerate(out.blocks):
         sd.update({f'transformer.h.{p}.{k}': v for k, v in block.items()})
     sd.update(out.adapters)

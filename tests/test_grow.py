@@ -397,7 +397,7 @@ def test_lesa_beats_duplication_on_a_trained_model(shared):
 def test_registry_declares_every_option_and_validates_up_front(monkeypatch):
     for name, m in G.METHODS.items():  # the declared options are exactly what the function takes
         params = inspect.signature(m.build).parameters
-        own = {n for n, p in params.items() if n not in ('src', 'batches') and p.kind == p.POSITIONAL_OR_KEYWORD}
+        own = {n for n, p in params.items() if n not in ('src', 'batches', 'head_from') and p.kind == p.POSITIONAL_OR_KEYWORD}
         dups = set(G.DUPLICATES) if any(p.kind == p.VAR_KEYWORD for p in params.values()) else set()
         assert set(m.options) == own | dups, name
     with pytest.raises(ValueError, match="unknown growth method 'stak'"):
