@@ -400,7 +400,7 @@ def scaled(tensors, prefix, names, scopes, t):
             raise ValueError(f"map: {full} has no Hugging Face name, so mergekit's scale cannot be matched for it")
         for name, rows in names[full] if names is not None else [(full, slice(None))]:
             x = next((x for p in scopes if 'scale' in p for x in [setting_value(p['scale'], name, t)] if x is not None), None)
-            if x is not None:
+            if x is not None and x != 1.0:  # x 1 is the tensor itself: the layer stays a plain (tieable) copy
                 used.add(x)
                 if out[key] is v:
                     out[key] = v.clone()
