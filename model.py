@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, asdict, fields
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 LORA_TARGETS = ('qkv', 'attn_out', 'mlp_in', 'mlp_out')
 
@@ -440,6 +441,7 @@ class GPT(nn.Module):
             seen.add(p)
         has_adapters = config.lora_rank > 0 or config.ia3
         self.adapters = nn.ModuleList([Adapter(config, a and has_adapters) for a in active])
+        self.activation_checkpointing = False  # a training choice, not the model's: see set_activation_checkpointing
 
     def finish_meta_build(self):
         """Complete a model built on the meta device whose weights came in through
@@ -483,12 +485,22 @@ class GPT(nn.Module):
         rope = (self.rope_cos, self.rope_sin) if self.config.pos == 'rope' else None
         for i, p in enumerate(self.config.physical_map()):
             cache = kv_cache[i] if kv_cache is not None else None
-            x = self.transformer.h[p](x, self.adapters[i], self.config.window(i), rope, cache)
+            args = (x, self.adapters[i], self.config.window(i), rope, cache)
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(self.transformer.h[p], *args, use_reentrant=False)  # same RNG draws on recompute
+            else:
+                x = self.transformer.h[p](*args)
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         return logits, loss
+
+    def set_activation_checkpointing(self, enabled=True):
+        """Keep only each logical layer's input in training and recompute the layer in backward:
+        activation memory of one layer instead of all, for about one more forward pass of compute
+        ("Training Deep Nets with Sublinear Memory Cost", 2016, arXiv:1604.06174)."""
+        self.activation_checkpointing = enabled
 
     def new_kv_cache(self):
         return [[None, None] for _ in range(self.config.n_logical)]

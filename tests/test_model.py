@@ -237,3 +237,26 @@ def test_config_dict_round_trip():
     assert GPTConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match='unknown model config keys'):
         GPTConfig.from_dict({**cfg.to_dict(), 'n_layers': 3})
+
+
+@pytest.mark.parametrize('family', ['gpt2', 'llama'])
+def test_activation_checkpointing_gives_identical_gradients(family):
+    # dropout everywhere and a tied block with LoRA: the recompute must redraw the same dropout masks
+    model = make(**FAMILIES[family], dropout=0.1, layer_map=[0, 1, 1, 2, 3, 3], lora_rank=2, lora_dropout=0.1)
+    randomize_adapters(model)
+    model.train()
+    x = torch.randint(0, TINY['vocab_size'], (2, 16), generator=torch.Generator().manual_seed(1))
+    grads, losses = [], []
+    for enabled in (False, True):
+        model.set_activation_checkpointing(enabled)
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(7)
+        _, loss = model(x, x)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert losses[0] == losses[1]
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        assert torch.equal(grads[0][n], grads[1][n]), n
+    assert 'activation_checkpointing' not in model.config.to_dict()
