@@ -161,7 +161,8 @@ def cmd_ppl(args):
 # -----------------------------------------------------------------------------
 # sweep: evaluate a model run with different layer maps (weight-tied, no training)
 
-def parse_map(s, n_src, where):
+def parse_layer_map(s, n_src, where):
+    """A sweep map, '0,1,1,2' or '0 1 1 2': the source layer each logical layer runs."""
     try:
         m = [int(t) for t in s.replace(',', ' ').split()]
     except ValueError:
@@ -175,13 +176,15 @@ def parse_map(s, n_src, where):
 
 
 def method_maps(n, T):
-    """Depth-growth recipes (METHODS.md 3-4, seed 000) written as layer maps of length T over n source layers."""
-    maps = [('stack', [i % n for i in range(T)]),            # G_stack: f0 f1 .. f0 f1 .. (whole model repeated)
-            ('interleave', [i * n // T for i in range(T)])]  # each layer repeated in place: f0 f0 f1 f1 ..
-    if T >= n >= 3:  # ends kept, middle layers stretched: the blog's 0,1,1,1,2,2,2,3
+    """Depth-growth recipes written as layer maps of length T over n source layers: grow.py's own
+    orders (stack, interleave), then recipes only this sweep explores."""
+    from grow import stack_order, interleave_order
+    maps = [('stack', [i for _, i in stack_order(n, n_layer=T)]),             # G_stack: f0 f1 .. f0 f1 ..
+            ('interleave', [i for _, i in interleave_order(n, n_layer=T)])]  # each layer repeated in place
+    if T >= n >= 3:  # ends kept, middle layers stretched: 0,1,1,1,2,2,2,3
         maps.append(('interleave_mid', [0] + [1 + i * (n - 2) // (T - 2) for i in range(T - 2)] + [n - 1]))
-    for a in range(1, n + 1):  # SOLAR depth up-scaling: layers [0,a) of one copy, then [b,n) of a second copy
-        b = a + n - T
+    for a in range(1, n + 1):  # two copies, SOLAR-style, at every split: layers [0,a) of one, then [b,n) of a second
+        b = a + n - T          # (grow.py's dus is the symmetric a = n-m, b = m)
         if 0 <= b < n:
             maps.append((f'dus[:{a}]+[{b}:]', list(range(a)) + list(range(b, n))))
     for i, j in itertools.combinations_with_replacement(range(n), 2):  # partial stacking: block i..j repeated r times
@@ -222,12 +225,12 @@ def sweep_maps(args, n_src):
         if not maps.get(tuple(m)):
             maps[tuple(m)] = label
     for i, s in enumerate(args.maps.split(';') if args.maps else []):
-        add('', parse_map(s, n_src, f"--maps entry {i + 1}"))
+        add('', parse_layer_map(s, n_src, f"--maps entry {i + 1}"))
     if args.maps_file:
         with open(args.maps_file) as f:
             for lineno, line in enumerate(f, 1):
                 if line.split('#')[0].strip():
-                    add('', parse_map(line.split('#')[0], n_src, f"{args.maps_file}:{lineno}"))
+                    add('', parse_layer_map(line.split('#')[0], n_src, f"{args.maps_file}:{lineno}"))
     for kind in args.generate.split(',') if args.generate else []:
         if kind == 'methods':
             found = method_maps(n_src, args.length)

@@ -7,44 +7,82 @@ $ python grow.py --method llama_pro --every 2 --out out/pro.pt a.pt             
 $ python grow.py --method map --map "a:0-5,b:3-7" --out out/fm.pt a.pt b.pt       # frankenmerge
 $ python grow.py --method map --yaml slices.yml --out out/fm.pt                   # mergekit passthrough
 $ python grow.py --method width --factor 2 --out out/wide.pt a.pt                 # Net2Net, exact
+$ python grow.py --method width --init zero --n_embd 192 --out out/wide.pt a.pt   # G_zero in width, exact
 
-Library: grow(sources, method, **options) -> checkpoint dict (sources are loaded checkpoint dicts).
-Sources are first made plain (tied layers, adapters and low-rank factors multiplied out: model.merged()).
-Each method is one function below (see METHODS at the bottom); depth methods describe the new layer
-order as a plan of (source layer, tensors, origin, is_copy) and place() turns it into blocks, with
-duplicates either copied or, with tied=True, weight-tied through layer_map (seed 000's virtual layers).
-The grown checkpoint records where every logical layer came from in `provenance`, and which physical
-blocks are new (train.py train_only='new' trains only those: the LLaMA Pro recipe).
-Algorithms and sources: ../shared/METHODS.md.
+Library: grow(sources, method, **options) -> checkpoint dict (sources are loaded checkpoint dicts);
+check_options(method, options) and check_growth_schedule(steps) (train.py's) validate methods and
+options before any work is done.
+
+Read top to bottom:
+1) sources: every source is first made plain (tied layers, adapters and low-rank factors multiplied
+   out: model.merged()) and split into per-layer tensor dicts;
+2) depth: pure layer orders (stack_order, interleave_order, dus_order; eval.py sweeps them too), a
+   plan of Slots (one per logical layer) per method, and place(), which turns a plan into blocks,
+   with duplicates copied or, with tied=True, weight-tied through layer_map (LESA's predictor is in
+   lesa.py);
+3) width (net2net copies, zero, random) and weight sharing (tie);
+4) METHODS, the one registry: each method's function, the options it takes, how many sources, and
+   whether it needs training data; grow() dispatches through it and writes the provenance;
+5) the command line.
+Every method returns a Grown. The grown checkpoint records where every logical layer came from in
+`provenance`, and which physical blocks are new (train.py train_only='new' trains only those: the
+LLaMA Pro recipe).
 """
 import argparse
-import contextlib
 import hashlib
-import inspect
 import os
 import re
 import sys
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
-import torch.nn as nn
-from torch.nn import functional as F
 
 from checkpoint import load_any, make_checkpoint, save_checkpoint, strip_prefixes
-from model import GPT, GPTConfig, Adapter, LORA_TARGETS
+from lesa import lesa_layers, svd
+from model import GPT, GPTConfig, Adapter, LoRA, LORA_TARGETS, PER_SOURCE_KEYS, lora_scale
+from tokens import TokenData
 
 LETTERS = 'abcdefghijklmnopqrstuvwxyz'
-TIED_OPTIONS = ('tied', 'lora_rank', 'lora_alpha', 'ia3', 'adapter_layers')
-# model_args that may differ between sources of one depth-grown model: they do not change a block's tensors
-PER_SOURCE_ARGS = ('n_layer', 'layer_map', 'attn_window', 'block_size', 'dropout', 'tie_embeddings',
-                   'lora_rank', 'lora_alpha', 'lora_dropout', 'lora_targets', 'ia3', 'adapter_layers',
-                   'lowrank_attn', 'lowrank_mlp')
+
+class Slot(NamedTuple):
+    """One logical layer of a depth plan."""
+    at: tuple      # (source, layer) it copies or sits beside
+    tensors: dict  # its block's tensors, {suffix: tensor} (suffix as in transformer.h.<i>.<suffix>)
+    origin: str    # for the provenance: 'a:3', 'zero(a:3)', 'new', ...
+    copy: bool     # an unmodified copy of `at`: may be weight-tied, gets noise when duplicated
+
+
+@dataclass
+class Grown:
+    """What every method returns; grow() turns it into a checkpoint."""
+    blocks: list   # physical blocks, each {suffix: tensor}
+    layers: list   # per logical layer: dict(origin, new, block)
+    args: dict     # model_args that differ from the head source's
+    new_blocks: list = field(default_factory=list)  # physical blocks that did not exist before
+    rest: dict = None   # embeddings, final norm and head, when the method makes its own (width, YAML)
+    adapters: dict = field(default_factory=dict)    # 'adapters.<l>.…' tensors
+    info: dict = field(default_factory=dict)        # more provenance (LESA's fit, untied head, ...)
 
 # -----------------------------------------------------------------------------
 # sources: plain state dicts split into per-layer dicts
 
 
-def plain_source(ckpt, letter):
-    """A source as {letter, name, args, layers: [{suffix: tensor}], rest: {key: tensor}}, all plain."""
+@dataclass
+class Source:
+    letter: str    # a, b, c, ... by position
+    name: str      # the name it was given (NAME=PATH, YAML model), else its letter
+    args: dict     # model_args of the plain model
+    layers: list   # per layer {suffix: tensor}
+    rest: dict     # everything outside transformer.h
+    cfg: GPTConfig
+
+    def state_dict(self):
+        return {**self.rest, **{f'transformer.h.{i}.{k}': v for i, layer in enumerate(self.layers) for k, v in layer.items()}}
+
+
+def plain_source(ckpt, letter, name=None):
+    """A checkpoint as a Source, its tensors those of the equivalent plain model."""
     args, sd = dict(ckpt['model_args']), strip_prefixes(ckpt['model'])
     try:
         cfg = GPTConfig.from_dict(args)
@@ -58,17 +96,14 @@ def plain_source(ckpt, letter):
             raise ValueError(f"source {letter}: weights do not match its model_args") from None
         model = model.merged()  # copies out tied layers, merges LoRA/IA3, multiplies out factors
         args, sd = model.config.to_dict(), model.state_dict()
-    layers, rest = [{} for _ in range(args['n_layer'])], {}
-    for k, v in sd.items():
-        m = re.match(r'transformer\.h\.(\d+)\.(.+)', k)
-        if m and int(m.group(1)) >= len(layers):
-            raise ValueError(f"source {letter}: weights do not match its model_args (unexpected {k})")
-        (layers[int(m.group(1))] if m else rest)[m.group(2) if m else k] = v
-    # names and shapes must be those of the model the args describe: compare with a 1-block GPT
-    tiny = GPT(GPTConfig.from_dict({**args, 'n_layer': 1, 'vocab_size': 1, 'block_size': 1, 'attn_window': None}))
-    fix = {'transformer.wte.weight': (args['vocab_size'], args['n_embd']), 'lm_head.weight': (args['vocab_size'], args['n_embd']),
-           'transformer.wpe.weight': (args['block_size'], args['n_embd'])}
-    want = {k: fix.get(k, tuple(v.shape)) for k, v in tiny.state_dict().items()}
+    try:
+        layers, rest = split_layers(sd, args['n_layer'])
+    except ValueError as e:
+        raise ValueError(f"source {letter}: weights do not match its model_args ({e})") from None
+    # names and shapes must be those of the model the args describe
+    with torch.device('meta'):
+        one_block = GPT(GPTConfig.from_dict({**args, 'n_layer': 1, 'attn_window': None}))
+    want = {k: tuple(v.shape) for k, v in one_block.state_dict().items()}
     block = {k[len('transformer.h.0.'):]: v for k, v in want.items() if k.startswith('transformer.h.0.')}
     other = {k: v for k, v in want.items() if not k.startswith('transformer.h.')}
     for prefix, have, expect in [('', rest, other)] + [(f'transformer.h.{i}.', l, block) for i, l in enumerate(layers)]:
@@ -76,7 +111,18 @@ def plain_source(ckpt, letter):
             if k not in have or k not in expect or tuple(have[k].shape) != expect[k]:
                 what = 'missing' if k not in have else 'unexpected' if k not in expect else f'shape {tuple(have[k].shape)} for'
                 raise ValueError(f"source {letter}: weights do not match its model_args ({what} {prefix}{k})")
-    return dict(letter=letter, args=args, layers=layers, rest=rest, cfg=GPTConfig.from_dict(args))
+    return Source(letter, name if name is not None else letter, args, layers, rest, GPTConfig.from_dict(args))
+
+
+def split_layers(sd, n_layer):
+    """A full state dict -> ([{suffix: tensor} per block], {other key: tensor})."""
+    layers, rest = [{} for _ in range(n_layer)], {}
+    for k, v in sd.items():
+        m = re.match(r'transformer\.h\.(\d+)\.(.+)', k)
+        if m and int(m.group(1)) >= n_layer:
+            raise ValueError(f"unexpected {k}")
+        (layers[int(m.group(1))] if m else rest)[m.group(2) if m else k] = v
+    return layers, rest
 
 
 def source_index(src, name):
@@ -84,29 +130,23 @@ def source_index(src, name):
     if isinstance(name, int) and 0 <= name < len(src):
         return name
     for j, s in enumerate(src):
-        if name in (s['letter'], s['name']):
+        if name in (s.letter, s.name):
             return j
-    known = ', '.join(s['letter'] + (f"={s['name']}" if s['name'] != s['letter'] else '') for s in src)
+    known = ', '.join(s.letter + (f"={s.name}" if s.name != s.letter else '') for s in src)
     raise ValueError(f"unknown source {name!r} (sources: {known})")
 
 
 def check_same_architecture(src):
-    a = src[0]['args']
+    a = src[0].args
     for s in src[1:]:
         for k in a:
-            if k not in PER_SOURCE_ARGS and s['args'].get(k) != a[k]:
-                raise ValueError(f"sources differ in {k}: {src[0]['letter']}={a[k]!r}, {s['letter']}={s['args'].get(k)!r}")
-
-
-def one_source(src, method):
-    if len(src) != 1:
-        raise ValueError(f"method {method} takes one source checkpoint, got {len(src)}")
-    return src[0]
+            if k not in PER_SOURCE_KEYS and s.args.get(k) != a[k]:
+                raise ValueError(f"sources differ in {k}: {src[0].letter}={a[k]!r}, {s.letter}={s.args.get(k)!r}")
 
 
 def layer_index(s, i):
-    if not isinstance(i, int) or not 0 <= i < len(s['layers']):
-        raise ValueError(f"layer {i} out of range for source {s['letter']} ({len(s['layers'])} layers: 0..{len(s['layers']) - 1})")
+    if not isinstance(i, int) or not 0 <= i < len(s.layers):
+        raise ValueError(f"layer {i} out of range for source {s.letter} ({len(s.layers)} layers: 0..{len(s.layers) - 1})")
     return i
 
 
@@ -117,44 +157,90 @@ def jitter(t, noise):
     return t.clone()
 
 
-@contextlib.contextmanager
-def one_thread():
-    """For the SVDs and LESA's small matmuls. On the 2-core machine we measured on, a second intra-op
-    thread made them slower whenever anything else ran: eigh 768x768 0.04 s vs 5 s, a predictor step
-    16 ms vs 840 ms, even a 1024x1024 matmul 14 vs 22 ms."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+# -----------------------------------------------------------------------------
+# depth orders: pure functions of the sources' depths -> [(source, layer)] per logical layer.
+# `depths` lists each source's number of layers (an int for one source).
 
 
-def svd(W, rank=None):
-    """Thin SVD W = US @ Vh (singular values descending; only the top `rank` if given) through the
-    eigendecomposition of the smaller Gram matrix: on CPU LAPACK's SVD of wide matrices is 10-50x
-    slower, and W is still reproduced to fp32 round-off (US @ Vh = U U^T W with U orthonormal). The
-    Gram matrix is scaled to unit RMS weights first: small weights (std 0.02) drove eigh into
-    denormal floats, 10-20x slower."""
-    W = W.float()
-    n = min(W.shape) if rank is None else rank
-    wide = W.shape[0] <= W.shape[1]
-    with one_thread():
-        G = W @ W.T if wide else W.T @ W
-        c2 = (G.diagonal().sum() / W.numel()).clamp_min(1e-30)  # mean square weight
-        lam, E = torch.linalg.eigh(G.div_(c2))
-        E = E[:, -n:].flip(1)
-        if wide:  # E = U: US = U S, Vh = U^T W / S
-            S = lam[-n:].flip(0).clamp_min(0).mul_(c2).sqrt_()
-            return E * S, (E.T @ W).div_(S.clamp_min(S[0] * 1e-12 + 1e-30)[:, None])
-        return W @ E, E.T  # E = V: US = W V
+def _depths(depths):
+    return [depths] if isinstance(depths, int) else list(depths)
+
+
+def stack_order(depths, factor=None, n_layer=None):
+    """G_stack: the whole model (with several sources: a's layers then b's ...) repeated `factor`
+    times (default 2 for one source, 1 for several), or up to n_layer layers (the last repeat truncated)."""
+    unit = [(s, i) for s, n in enumerate(_depths(depths)) for i in range(n)]
+    if factor is not None and n_layer is not None:
+        raise ValueError("stack: give factor or n_layer, not both")
+    n = n_layer if n_layer is not None else len(unit) * (factor if factor is not None else 2 if len(_depths(depths)) == 1 else 1)
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"stack: target depth must be a positive integer, got {n!r}")
+    return [unit[j % len(unit)] for j in range(n)]
+
+
+def interleave_order(depths, factor=None, every=1, n_layer=None):
+    """Each layer repeated in place (0,0,1,1,...); with several sources alternate them (a0,b0,a1,b1,...).
+    every=k: only every k-th layer (i+1 divisible by k) is repeated / alternated. n_layer (one
+    source): any target depth, the repeats spread evenly (layer i*L//n_layer at position i)."""
+    depths = _depths(depths)
+    L = depths[0]
+    if any(n != L for n in depths):
+        raise ValueError(f"interleave: sources differ in n_layer ({', '.join(map(str, depths))})")
+    if n_layer is not None:
+        if factor is not None or every != 1 or len(depths) > 1:
+            raise ValueError("interleave: n_layer takes one source and neither factor nor every")
+        if not isinstance(n_layer, int) or n_layer < L:
+            raise ValueError(f"interleave: n_layer={n_layer!r} must be an integer >= {L}")
+        return [(0, i * L // n_layer) for i in range(n_layer)]
+    factor = factor if factor is not None else 2 if len(depths) == 1 else 1
+    if not isinstance(factor, int) or factor < 1 or not isinstance(every, int) or every < 1:
+        raise ValueError(f"interleave: factor and every must be positive integers, got {factor!r}, {every!r}")
+    order = []
+    for i in range(L):
+        picked = (i + 1) % every == 0
+        for _ in range(factor if picked else 1):
+            order += [(s, i) for s in (range(len(depths)) if picked else [0])]
+    return order
+
+
+def dus_order(depths, m=None, n_layer=None):
+    """SOLAR depth up-scaling: layers[:n-m] + layers[m:n] (s = 2(n-m)); any target s as in prts:
+    layers[:n-m] + layers[m:m+(s-n)] + layers[n-m:]. With two sources the second part is b's."""
+    depths = _depths(depths)
+    if len(depths) > 2:
+        raise ValueError(f"dus takes one or two sources, got {len(depths)}")
+    a, b = 0, len(depths) - 1
+    n = depths[a]
+    if depths[b] != n:
+        raise ValueError(f"dus: sources differ in n_layer ({n}, {depths[b]})")
+    m = m if m is not None else max(n // 4, 1)
+    s = n_layer if n_layer is not None else 2 * (n - m)
+    if not (isinstance(m, int) and 0 < m < n) or not (isinstance(s, int) and n < s <= 2 * n - m):
+        raise ValueError(f"dus: need 0 < m < n and n < n_layer <= 2n-m (n={n}, m={m!r}, n_layer={s!r})")
+    return [(a, i) for i in range(n - m)] + [(b, i) for i in range(m, m + s - n)] + [(b, i) for i in range(n - m, n)]
+
+
+def insert_points(L, every, n_layer, method):
+    """After which layers new blocks go: after every k-th layer (LLaMA Pro: 32 -> 40 is k = 4)."""
+    if every is not None and n_layer is not None:
+        raise ValueError(f"{method}: give every or n_layer, not both")
+    if n_layer is not None:
+        if not isinstance(n_layer, int) or n_layer <= L or L % (n_layer - L):
+            raise ValueError(f"{method}: n_layer={n_layer!r} must be > {L} with {L} divisible by the number of new layers")
+        every = L // (n_layer - L)
+    every = 1 if every is None else every
+    if not isinstance(every, int) or not 1 <= every <= L:
+        raise ValueError(f"{method}: every={every!r} must be an integer in 1..{L}")
+    return [i for i in range(L) if (i + 1) % every == 0]
 
 # -----------------------------------------------------------------------------
-# depth: a plan is a list of (at, tensors, origin, copy) per logical layer; `at` = (source, layer) it
-# copies or sits beside, copy = an unmodified copy (may be tied, gets noise when duplicated)
+# depth methods: each builds a plan (a Slot per logical layer) and place()s it
 
 
 def place(src, plan, noise=0.0, tied=False, lora_rank=0, lora_alpha=16.0, ia3=False, adapter_layers='all'):
+    """Blocks from a plan. A slot whose source layer came before (a duplicate, or a block inserted
+    beside it) is new; duplicates are copied (with `noise`) or, tied, run the first occurrence's block
+    (a virtual layer), optionally with a LoRA / IA3 per logical layer that starts as the identity."""
     if noise and tied:
         raise ValueError("noise does not apply with tied=True (duplicates share their weights)")
     if adapter_layers not in ('all', 'virtual'):
@@ -162,88 +248,59 @@ def place(src, plan, noise=0.0, tied=False, lora_rank=0, lora_alpha=16.0, ia3=Fa
     if adapter_layers == 'virtual' and not tied:
         raise ValueError("adapter_layers='virtual' needs tied=True (only repeated blocks get adapters)")
     blocks, layer_map, layers, new_blocks, seen, tied_to = [], [], [], [], set(), {}
-    for at, t, origin, copy in plan:
-        new = at in seen  # a second occurrence of a source layer, or a layer inserted beside one
-        seen.add(at)
-        if tied and copy and at in tied_to:
-            p = tied_to[at]  # a virtual layer: runs the block of the first occurrence
+    for slot in plan:
+        new = slot.at in seen
+        seen.add(slot.at)
+        if tied and slot.copy and slot.at in tied_to:
+            p = tied_to[slot.at]  # a virtual layer: runs the block of the first occurrence
         else:
             p = len(blocks)
-            blocks.append({k: jitter(v, noise) for k, v in t.items()} if new and copy else t)
-            if copy:
-                tied_to.setdefault(at, p)
+            blocks.append({k: jitter(v, noise) for k, v in slot.tensors.items()} if new and slot.copy else slot.tensors)
+            if slot.copy:
+                tied_to.setdefault(slot.at, p)
             if new:
                 new_blocks.append(p)
         layer_map.append(p)
-        layers.append(dict(origin=origin, new=new, block=p))
-    windows = [src[s]['cfg'].window(i) for (s, i), *_ in plan]
+        layers.append(dict(origin=slot.origin, new=new, block=p))
+    windows = [src[s].cfg.window(i) for (s, i), *_ in plan]
     args = dict(n_layer=len(blocks), layer_map=layer_map if layer_map != list(range(len(blocks))) else None,
                 attn_window=windows if len(set(windows)) > 1 else windows[0] or None,
                 lora_rank=lora_rank or 0, lora_alpha=lora_alpha, ia3=bool(ia3), adapter_layers=adapter_layers,
                 lora_targets=list(LORA_TARGETS))
     adapters = {}
     if lora_rank or ia3:  # per-occurrence adapters start as the identity (LoRA B = 0, IA3 = 1)
-        cfg = GPTConfig.from_dict({**src[0]['args'], **args})
+        cfg = GPTConfig.from_dict({**src[0].args, **args})
         repeated = set()
         for j, p in enumerate(layer_map):
             active = adapter_layers == 'all' or p in repeated
             repeated.add(p)
             adapters.update({f'adapters.{j}.{k}': v for k, v in Adapter(cfg, active).state_dict().items()})
-    return dict(args=args, blocks=blocks, adapters=adapters, layers=layers, new_blocks=new_blocks)
+    return Grown(blocks=blocks, layers=layers, args=args, new_blocks=new_blocks, adapters=adapters)
 
 
-def stack(src, factor=None, n_layer=None, **placement):
-    """G_stack: the whole model (with several sources: a's layers then b's ...) repeated `factor`
-    times, or up to n_layer layers (the last repeat truncated)."""
+def copies(src, order):
+    """A plan of unmodified copies of the source layers an order names."""
+    return [Slot((s, i), src[s].layers[i], f"{src[s].letter}:{i}", True) for s, i in order]
+
+
+def stack(src, factor=None, n_layer=None, **duplicates):
     check_same_architecture(src)
-    unit = [(s, i) for s in range(len(src)) for i in range(len(src[s]['layers']))]
-    if factor is not None and n_layer is not None:
-        raise ValueError("stack: give factor or n_layer, not both")
-    n = n_layer if n_layer is not None else len(unit) * (factor if factor is not None else 2 if len(src) == 1 else 1)
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"stack: target depth must be a positive integer, got {n!r}")
-    plan = [unit[j % len(unit)] for j in range(n)]
-    return place(src, [((s, i), src[s]['layers'][i], f"{src[s]['letter']}:{i}", True) for s, i in plan], **placement)
+    return place(src, copies(src, stack_order([len(s.layers) for s in src], factor, n_layer)), **duplicates)
 
 
-def interleave(src, factor=None, every=1, **placement):
-    """Each layer repeated in place (0,0,1,1,...); with several sources alternate them (a0,b0,a1,b1,...).
-    every=k: only every k-th layer (i+1 divisible by k) is repeated / alternated."""
+def interleave(src, factor=None, every=1, n_layer=None, **duplicates):
     check_same_architecture(src)
-    L = len(src[0]['layers'])
-    if any(len(s['layers']) != L for s in src):
-        raise ValueError(f"interleave: sources differ in n_layer ({', '.join(str(len(s['layers'])) for s in src)})")
-    factor = factor if factor is not None else 2 if len(src) == 1 else 1
-    if not isinstance(factor, int) or factor < 1 or not isinstance(every, int) or every < 1:
-        raise ValueError(f"interleave: factor and every must be positive integers, got {factor!r}, {every!r}")
-    plan = []
-    for i in range(L):
-        group = range(len(src)) if (i + 1) % every == 0 else [0]
-        for _ in range(factor if (i + 1) % every == 0 else 1):
-            plan += [((s, i), src[s]['layers'][i], f"{src[s]['letter']}:{i}", True) for s in group]
-    return place(src, plan, **placement)
+    return place(src, copies(src, interleave_order([len(s.layers) for s in src], factor, every, n_layer)), **duplicates)
 
 
-def dus(src, m=None, n_layer=None, **placement):
-    """SOLAR depth up-scaling: layers[:n-m] + layers[m:n] (s = 2(n-m)); any target s as in prts:
-    layers[:n-m] + layers[m:m+(s-n)] + layers[n-m:]. With two sources the second part is b's."""
-    if len(src) > 2:
-        raise ValueError(f"dus takes one or two sources, got {len(src)}")
+def dus(src, m=None, n_layer=None, **duplicates):
     check_same_architecture(src)
-    a, b = 0, len(src) - 1
-    n = len(src[a]['layers'])
-    if len(src[b]['layers']) != n:
-        raise ValueError(f"dus: sources differ in n_layer ({n}, {len(src[b]['layers'])})")
-    m = m if m is not None else max(n // 4, 1)
-    s = n_layer if n_layer is not None else 2 * (n - m)
-    if not (isinstance(m, int) and 0 < m < n) or not (isinstance(s, int) and n < s <= 2 * n - m):
-        raise ValueError(f"dus: need 0 < m < n and n < n_layer <= 2n-m (n={n}, m={m!r}, n_layer={s!r})")
-    plan = [(a, i) for i in range(n - m)] + [(b, i) for i in range(m, m + s - n)] + [(b, i) for i in range(n - m, n)]
-    return place(src, [((j, i), src[j]['layers'][i], f"{src[j]['letter']}:{i}", True) for j, i in plan], **placement)
+    return place(src, copies(src, dus_order([len(s.layers) for s in src], m, n_layer)), **duplicates)
 
 
-def parse_map(text, src):
-    """'0,1,a:2,b:0-3' -> [(source, layer)]; i-j is inclusive; a bare index means the first source."""
+def parse_layers(text, src):
+    """map's layer list: 'a:0,b:0,a:1-2,3' -> [(source, layer)]; i-j is inclusive; a bare index
+    means the first source."""
     out = []
     for tok in str(text).split(','):
         name, _, idx = tok.strip().rpartition(':')
@@ -252,15 +309,15 @@ def parse_map(text, src):
             raise ValueError(f"bad map entry {tok.strip()!r}: use i, name:i or name:i-j (inclusive)")
         j = source_index(src, name.strip()) if name else 0
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        out += [(j, layer_index(src[j], i), {}) for i in range(lo, hi + 1)]
+        out += [(j, layer_index(src[j], i)) for i in range(lo, hi + 1)]
     return out
 
 
 def read_slices(text):
-    """A mergekit passthrough config -> [(model, layer, scales)], layer_range half-open. Only the
-    `scale` parameter is read; it multiplies the layer's output projections (attn.c_proj, mlp.c_proj,
-    = o_proj/down_proj, weights and biases): scaling inputs of a pre-norm block means little, scaling
-    its outputs scales what it adds to the residual stream (0 = an identity block, as LLaMA Pro)."""
+    """A mergekit passthrough config -> [(model, layer, t, scopes)] per output layer: layer_range is
+    half-open; t is the layer's position in its slice (0..1, 1 for a one-layer slice), where mergekit
+    reads gradients; scopes are the `parameters:` that apply, most specific first (the slice's source,
+    the slice, the whole file), as mergekit resolves them."""
     import yaml  # optional dependency (pyyaml), only for --yaml
     try:
         cfg = yaml.safe_load(text)
@@ -279,215 +336,218 @@ def read_slices(text):
         r = s.get('layer_range')
         if 'model' not in s or not (isinstance(r, list) and len(r) == 2 and all(type(x) is int for x in r) and 0 <= r[0] < r[1]):
             raise ValueError(f"bad YAML: slice {n} needs 'model' and 'layer_range: [start, end]' with 0 <= start < end")
-        params = {**(sl.get('parameters') or {}), **(s.get('parameters') or {})}
-        scales = parse_scale(params.get('scale', 1.0), n)
-        out += [(str(s['model']), i, scales) for i in range(*r)]
+        scopes = [x.get('parameters') or {} for x in (s, sl, cfg)]
+        if not all(isinstance(p, dict) for p in scopes):
+            raise ValueError(f"bad YAML: slice {n}: 'parameters' must be a mapping")
+        size = r[1] - r[0]
+        out += [(str(s['model']), i, j / (size - 1) if size > 1 else 1.0, scopes) for j, i in enumerate(range(*r))]
     return out
 
 
-def parse_scale(spec, n):
-    """mergekit `scale`: a number, or a list of {filter, value} where the first matching filter wins."""
-    aliases = {'attn.c_proj': ('o_proj', 'attn.c_proj', 'self_attn'), 'mlp.c_proj': ('down_proj', 'mlp.c_proj', 'mlp')}
-    entries = spec if isinstance(spec, list) else [{'value': spec}]
-    scales = {}
-    for e in entries:
-        if not isinstance(e, dict) or not isinstance(e.get('value'), (int, float)):
-            raise ValueError(f"bad YAML: slice {n} scale must be a number or a list of {{filter, value}}")
-        f = e.get('filter')
-        hits = [t for t, names in aliases.items() if f is None or any(a in str(f) for a in names)]
-        if not hits:
-            raise ValueError(f"bad YAML: slice {n} scale filter {f!r} unsupported (only o_proj/down_proj, our attn.c_proj/mlp.c_proj)")
-        for t in hits:
-            scales.setdefault(t, float(e['value']))
-    return {t: v for t, v in scales.items() if v != 1.0}
+def number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def map_layers(src, map=None, yaml=None, **placement):
+def setting_value(setting, name, t):
+    """mergekit's value of one parameter setting for tensor `name` (None: the setting says nothing): a
+    number; a gradient (list of numbers, linearly interpolated at t); {filter, value} or a list of them,
+    where the first entry without a filter, with filter '*' or with a filter contained in `name` wins."""
+    if isinstance(setting, dict):
+        setting = [setting]
+    if number(setting):
+        return float(setting)
+    if isinstance(setting, list) and all(number(v) for v in setting):
+        if not setting:
+            return None
+        pos = t * (len(setting) - 1)
+        lo = int(pos)
+        hi = min(len(setting) - 1, lo + 1)
+        return (1 - (pos - lo)) * setting[lo] + (pos - lo) * setting[hi]
+    if isinstance(setting, list) and all(isinstance(c, dict) and 'value' in c and set(c) <= {'filter', 'value'}
+                                         and isinstance(c.get('filter', ''), str) for c in setting):
+        for c in setting:
+            if c.get('filter') in (None, '*') or c['filter'] in name:
+                return setting_value(c['value'], name, t)
+        return None
+    raise ValueError(f"bad YAML: scale {setting!r} must be a number, a list of numbers or {{filter, value}} entries")
+
+
+def mergekit_names(cfg):
+    """Our tensor names -> [(mergekit's tensor name, rows)], the names its `filter`s are matched
+    against: those of the Hugging Face family that runs the model (convert.py), c_attn being three
+    tensors q, k, v; a model no family runs keeps our names."""
+    from convert import name_map, pick_family
+    try:
+        family = pick_family(cfg)
+    except ValueError:
+        return None
+    q, kv = cfg.n_embd, (cfg.n_kv_head or cfg.n_head) * (cfg.n_embd // cfg.n_head)
+    names = {}
+    for ours, theirs, how in name_map(family, cfg.n_layer):
+        bounds = [0, q, q + kv, q + 2 * kv] if how == 'qkv' else [0, None]
+        names[ours] = [(h, slice(bounds[j], bounds[j + 1])) for j, h in enumerate(theirs)]
+    return names
+
+
+def scaled(tensors, prefix, names, scopes, t):
+    """mergekit passthrough's `scale` on one layer's (or the embeddings' / head's) tensors: each HF
+    tensor times the value its most specific scope gives it, unscaled where none does. -> (tensors,
+    the scales used); tensors that change are new copies."""
+    out, used = dict(tensors), set()
+    for key, v in tensors.items():
+        full = prefix + key
+        if names is not None and full not in names:
+            raise ValueError(f"map: {full} has no Hugging Face name, so mergekit's scale cannot be matched for it")
+        for name, rows in names[full] if names is not None else [(full, slice(None))]:
+            x = next((x for p in scopes if 'scale' in p for x in [setting_value(p['scale'], name, t)] if x is not None), None)
+            if x is not None and x != 1.0:  # x 1 is the tensor itself: the layer stays a plain (tieable) copy
+                used.add(x)
+                if out[key] is v:
+                    out[key] = v.clone()
+                out[key][rows] *= x
+    return out, used
+
+
+def map_layers(src, map=None, yaml=None, head_from=None, **duplicates):
     """Explicit layer list (map='a:0,b:0,a:1' or 'a:0-15,b:8-23') or a mergekit passthrough YAML
-    (slices of layer_range [start, end) from named models; Goliath-style frankenmerges)."""
+    (slices of layer_range [start, end) from named models; Goliath-style frankenmerges), built as
+    mergekit builds it: the embeddings come from the first slice's model, the final norm and head
+    from the last slice's, and a `scale` multiplies every tensor its filters select, weight by weight
+    (so a scale on the first slice also scales the embeddings, on the last slice the norm and head).
+    An explicit head_from takes all three from that source instead, as they are."""
     if (map is None) == (yaml is None):
         raise ValueError("map: give exactly one of map (a layer list) or yaml (mergekit slices)")
     check_same_architecture(src)
     if map is not None:
-        entries = parse_map(map, src)
-    else:
-        entries = []
-        for model, i, scales in read_slices(yaml):
-            j = source_index(src, model)
-            entries.append((j, layer_index(src[j], i), scales))
+        return place(src, copies(src, parse_layers(map, src)), **duplicates)
+    slices = [(source_index(src, model), i, t, scopes) for model, i, t, scopes in read_slices(yaml)]
+    if len({src[j].args['tie_embeddings'] for j, *_ in slices}) > 1:
+        raise ValueError("map: the YAML's models differ in tie_embeddings (mergekit would take either's config)")
+    names = {j: mergekit_names(src[j].cfg) for j in {j for j, *_ in slices}}
     plan = []
-    for j, i, scales in entries:
-        t = src[j]['layers'][i]
-        origin = f"{src[j]['letter']}:{i}"
-        if scales:  # a scaled copy is a distinct block (never tied)
-            t = {k: v * scales[k.rsplit('.', 1)[0]] if k.rsplit('.', 1)[0] in scales else v.clone() for k, v in t.items()}
-            origin += ' scale ' + ','.join(f'{k}={v:g}' for k, v in scales.items())
-        plan.append(((j, i), t, origin, not scales))
-    return place(src, plan, **placement)
-
-
-def insert_points(L, every, n_layer, method):
-    """After which layers new blocks go: after every k-th layer (LLaMA Pro: 32 -> 40 is k = 4)."""
-    if every is not None and n_layer is not None:
-        raise ValueError(f"{method}: give every or n_layer, not both")
-    if n_layer is not None:
-        if not isinstance(n_layer, int) or n_layer <= L or L % (n_layer - L):
-            raise ValueError(f"{method}: n_layer={n_layer!r} must be > {L} with {L} divisible by the number of new layers")
-        every = L // (n_layer - L)
-    every = 1 if every is None else every
-    if not isinstance(every, int) or not 1 <= every <= L:
-        raise ValueError(f"{method}: every={every!r} must be an integer in 1..{L}")
-    return [i for i in range(L) if (i + 1) % every == 0]
+    for j, i, t, scopes in slices:
+        tensors, used = scaled(src[j].layers[layer_index(src[j], i)], f'transformer.h.{i}.', names[j], scopes, t)
+        origin = f"{src[j].letter}:{i}" + (f" scale {','.join(f'{x:g}' for x in sorted(used))}" if used else '')
+        plan.append(Slot((j, i), tensors, origin, not used))  # a scaled copy is a distinct block (never tied)
+    out = place(src, plan, **duplicates)
+    if head_from is not None:
+        return out
+    (first, *_, first_scopes), (last, *_, last_scopes) = slices[0], slices[-1]
+    head = ('transformer.ln_f.weight', 'transformer.ln_f.bias', 'lm_head.weight')
+    embeddings = {k: v for k, v in src[first].rest.items() if k not in head}
+    final = {k: v for k, v in src[last].rest.items() if k in head}
+    out.rest = {**scaled(embeddings, '', names[first], first_scopes, 0.0)[0], **scaled(final, '', names[last], last_scopes, 0.0)[0]}
+    if src[first].args['tie_embeddings']:  # no head tensor of its own: the (first slice's) embeddings
+        out.rest['lm_head.weight'] = out.rest['transformer.wte.weight']
+    return out
 
 
 def llama_pro(src, every=None, n_layer=None):
-    """LLaMA Pro block expansion / G_zero: after every k-th layer a copy whose attn.c_proj and mlp.c_proj
-    (weights, biases) are zero: each new block is the identity, so the model computes exactly what the
-    source did; the zeroed projections get non-zero gradients at once and the rest learns after them."""
-    s = one_source(src, 'llama_pro')
-    after = insert_points(len(s['layers']), every, n_layer, 'llama_pro')
+    """LLaMA Pro block expansion / G_zero in depth: after every k-th layer a copy whose attn.c_proj and
+    mlp.c_proj (weights, biases) are zero: each new block is the identity, so the model computes exactly
+    what the source did; the zeroed projections get non-zero gradients at once and the rest learns after."""
+    s = src[0]
+    after = insert_points(len(s.layers), every, n_layer, 'llama_pro')
     plan = []
-    for i, t in enumerate(s['layers']):
-        plan.append(((0, i), t, f'a:{i}', True))
+    for i, t in enumerate(s.layers):
+        plan.append(Slot((0, i), t, f'a:{i}', True))
         if i in after:
             z = {k: torch.zeros_like(v) if k.startswith(('attn.c_proj.', 'mlp.c_proj.')) else v.clone() for k, v in t.items()}
-            plan.append(((0, i), z, f'zero(a:{i})', False))
+            plan.append(Slot((0, i), z, f'zero(a:{i})', False))
     return place(src, plan)
 
 
 def random_layers(src, every=None, n_layer=None):
-    """G_random: freshly initialised blocks (the model's own init, with the GPT-2 depth-scaled output
-    projections for the grown depth) inserted where llama_pro would put its copies."""
-    s = one_source(src, 'random')
-    L = len(s['layers'])
+    """G_random in depth: freshly initialised blocks (the model's own init, with the GPT-2 depth-scaled
+    output projections for the grown depth) inserted where llama_pro would put its copies."""
+    s = src[0]
+    L = len(s.layers)
     after = insert_points(L, every, n_layer, 'random')
     # a throwaway GPT holding just the new blocks: vocab 1 keeps its embeddings tiny, and layer_map
     # makes its n_logical (which sets the init's depth scale) the grown depth
-    tmp = GPT(GPTConfig.from_dict({**s['args'], 'n_layer': len(after), 'layer_map': [0] * (L + len(after)),
+    tmp = GPT(GPTConfig.from_dict({**s.args, 'n_layer': len(after), 'layer_map': [0] * (L + len(after)),
                                    'vocab_size': 1, 'block_size': 1, 'attn_window': None}))
     fresh = iter(tmp.transformer.h)
     plan = []
-    for i, t in enumerate(s['layers']):
-        plan.append(((0, i), t, f'a:{i}', True))
+    for i, t in enumerate(s.layers):
+        plan.append(Slot((0, i), t, f'a:{i}', True))
         if i in after:
-            new = {k: v.to(t[k].dtype) for k, v in next(fresh).state_dict().items()}
-            plan.append(((0, i), new, 'new', False))
+            plan.append(Slot((0, i), {k: v.to(t[k].dtype) for k, v in next(fresh).state_dict().items()}, 'new', False))
     return place(src, plan)
-
-
-def matrix_types(args):
-    """LESA's matrix types for our blocks: (name, state-dict suffix, row slice). q, k and v are row
-    slices of the fused c_attn; SwiGLU has c_fc (gate) and c_up."""
-    hd = args['n_embd'] // args['n_head']
-    q, kv = args['n_head'] * hd, (args['n_kv_head'] or args['n_head']) * hd
-    types = [('q', 'attn.c_attn.weight', slice(0, q)), ('k', 'attn.c_attn.weight', slice(q, q + kv)),
-             ('v', 'attn.c_attn.weight', slice(q + kv, q + 2 * kv)), ('o', 'attn.c_proj.weight', slice(None)),
-             ('fc', 'mlp.c_fc.weight', slice(None)), ('proj', 'mlp.c_proj.weight', slice(None))]
-    if args['mlp'] == 'swiglu':
-        types.insert(5, ('up', 'mlp.c_up.weight', slice(None)))
-    return types
-
-
-def fit_predictor(V, hidden, epochs, lr, batch, lam, max_rows):
-    """LESA's G_W on V [r, L, in] (layer l's coefficients V[:, l]): samples are the rows k of the layer
-    triples t, input (V[k, t-1], V[k, t+1]), target V[k, t]; batches are gathered on the fly rather
-    than materialising the (L-2)*r x 3*in data. MLP 2*in -> hidden -> hidden -> in (ReLU); loss
-    (1-lam) MSE + lam (|out| - |Y|)^2 with norms over the whole batch, which keeps predictions from
-    shrinking toward the mean. Each epoch draws at most max_rows samples."""
-    r, L, n_in = V.shape
-    net = nn.Sequential(nn.Linear(2 * n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                        nn.Linear(hidden, n_in))
-    opt = torch.optim.AdamW(net.parameters(), lr=lr)
-    with one_thread(), torch.enable_grad():  # small matmuls
-        for _ in range(epochs):
-            for idx in torch.randperm((L - 2) * r)[:max_rows].split(batch):
-                k, t = idx % r, idx // r + 1
-                out, y = net(torch.cat([V[k, t - 1], V[k, t + 1]], dim=1)), V[k, t]
-                loss = (1 - lam) * F.mse_loss(out, y) + lam * (out.norm() - y.norm()) ** 2
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-    return net.requires_grad_(False), loss.item()
 
 
 def lesa(src, lesa_range=None, lesa_lambda=5e-4, lesa_epochs=10, lesa_hidden=256, lesa_lr=1e-3, lesa_batch=64,
          lesa_max_rows=2048):
-    """LESA: per matrix type, SVD of all layers' weights side by side, W = [W_0 .. W_L-1] = (U S) [V_0 .. V_L-1];
-    an MLP learns V_i from (V_i-1, V_i+1); a new layer between layers i-1 and i gets (U S) G(V_i-1, V_i).
-    lesa_range 'lo:hi' inserts before each layer i in lo..hi-1 (default the upper half: L//2 : L, 1.5x depth).
-    Norm gains and biases are not in the SVD; new layers take the mean of their two neighbours (LESA's
-    code copies layer 0's, which ignores the same layer-to-layer continuity the method relies on).
-    Defaults are LESA's (10 epochs, batch 64, AdamW 1e-3, lambda 5e-4, hidden 256) except that each
-    epoch sees at most lesa_max_rows rows (samples) per matrix type: all rows of a 12x768 model for 10
-    epochs are ~3.5e12 FLOPs, minutes on 2 CPU cores; small models (<= 2048 rows) are unaffected."""
-    s = one_source(src, 'lesa')
-    layers, L = s['layers'], len(s['layers'])
+    """LESA (Learnable LLM Layer Scaling-Up, 2025, arXiv 2502.13794; lesa.py): a new layer before each
+    layer i in lesa_range 'lo:hi' (default the upper half: L//2 : L, 1.5x depth), predicted from its two
+    neighbours."""
+    s = src[0]
+    layers, L = s.layers, len(s.layers)
     if L < 3:
         raise ValueError(f"lesa needs a source with at least 3 layers (it learns from layer triples), got {L}")
     rng = re.fullmatch(r'(\d+):(\d+)', str(lesa_range if lesa_range is not None else f'{L // 2}:{L}'))
     lo, hi = (int(rng.group(1)), int(rng.group(2))) if rng else (-1, -1)
     if not 1 <= lo < hi <= L:
         raise ValueError(f"lesa_range {lesa_range!r}: use 'lo:hi' with 1 <= lo < hi <= {L} (a new layer before each layer lo..hi-1)")
-    types = matrix_types(s['args'])
-    matrices = {key for _, key, _ in types}
-    new = {i: {k: (layers[i - 1][k] + layers[i][k]) / 2 for k in layers[i] if k not in matrices} for i in range(lo, hi)}
-    predicted = {i: {} for i in new}
-    stats = {}
-    for name, key, rows in types:
-        W = torch.cat([layer[key][rows] for layer in layers], dim=1)
-        n_in = W.shape[1] // L
-        US, Vh = svd(W)
-        del W
-        V = Vh.reshape(-1, L, n_in)  # V[:, l]: layer l's coefficients in the shared basis US
-        net, loss = fit_predictor(V, lesa_hidden, lesa_epochs, lesa_lr, lesa_batch, lesa_lambda, lesa_max_rows)
-        ratios = []
-        for i in new:
-            W = US @ net(torch.cat([V[:, i - 1], V[:, i]], dim=1))
-            predicted[i].setdefault(key, []).append(W)
-            ratios.append(2 * W.norm().item() / (layers[i - 1][key][rows].norm().item() + layers[i][key][rows].norm().item()))
-        stats[name] = dict(loss=round(loss, 6), norm_ratio=[round(r, 4) for r in ratios])
-        del US, Vh, V
+    new, stats = lesa_layers(layers, s.args, lo, hi, lesa_lambda, lesa_epochs, lesa_hidden, lesa_lr, lesa_batch, lesa_max_rows)
     plan = []
     for i, t in enumerate(layers):
         if i in new:
-            nt = new[i]
-            for key, parts in predicted[i].items():
-                nt[key] = torch.cat(parts).to(t[key].dtype)  # q|k|v back into c_attn
-            plan.append(((0, i - 1), nt, f'lesa(a:{i - 1},a:{i})', False))
-        plan.append(((0, i), t, f'a:{i}', True))
+            plan.append(Slot((0, i - 1), new[i], f'lesa(a:{i - 1},a:{i})', False))
+        plan.append(Slot((0, i), t, f'a:{i}', True))
     out = place(src, plan)
-    out['info'] = dict(lesa=stats)
+    out.info = dict(lesa=stats)
     return out
-
 
 # -----------------------------------------------------------------------------
 # width and weight sharing
 
 
-def width(src, factor=None, n_embd=None, mlp_hidden=None, noise=0.0):
-    """Function-preserving widening (Net2Net / bert2BERT). MLP hidden to any larger size: hidden unit j
-    copies unit j mod H (fan-in rows), fan-out columns divided by the copy count. Residual width
-    x k: every dimension duplicated, x' = [x]*k, which keeps LayerNorm/RMSNorm statistics (a partial
-    duplication would not), so norm gains/biases, embeddings and producers' rows are repeated and every
-    consumer of the residual stream divides its fan-in by k. Heads are duplicated whole (k x n_head,
-    k x n_kv_head, same head_dim, so rotary and the 1/sqrt(head_dim) scale are untouched). Tied
-    embeddings are untied: the input needs [E]*k, the head [E/k]*k (tied, logits would be k x)."""
-    s = one_source(src, 'width')
-    a = s['args']
+def width(src, factor=None, n_embd=None, mlp_hidden=None, init='net2net', noise=0.0):
+    """Wider: residual width n_embd (heads grow with it, head_dim kept), MLP hidden size mlp_hidden;
+    factor k multiplies both (default 2). The new units and dimensions start as
+    - 'net2net' (G_direct in width): copies of the old ones, exact (net2net below);
+    - 'zero' (G_zero): whatever reads them is random, what they write is zero, exact (zero_width below);
+    - 'random' (G_random): GPT-2's init everywhere they appear; the old weights kept as they are."""
+    s = src[0]
+    a = s.args
     d, H = a['n_embd'], a['mlp_hidden'] or 4 * a['n_embd']
+    if init not in ('net2net', 'zero', 'random'):
+        raise ValueError(f"width: init must be 'net2net', 'zero' or 'random', got {init!r}")
+    if noise and init != 'net2net':
+        raise ValueError("width: noise breaks the symmetry of net2net's copies; it does not apply to init='zero'/'random'")
     if factor is None and n_embd is None and mlp_hidden is None:
         factor = 2
     if factor is not None and (not isinstance(factor, int) or factor < 1):
         raise ValueError(f"width: factor must be a positive integer, got {factor!r}")
     n_embd = n_embd if n_embd is not None else d * (factor or 1)
     mlp_hidden = mlp_hidden if mlp_hidden is not None else H * (factor or 1)
-    if not isinstance(n_embd, int) or n_embd < d or n_embd % d:
-        raise ValueError(f"width: n_embd={n_embd!r} must be a multiple of the source's {d} (every dimension is duplicated)")
+    hd, group = d // a['n_head'], a['n_head'] // (a['n_kv_head'] or a['n_head'])  # query heads per kv head
+    step = d if init == 'net2net' else hd * group
+    if not isinstance(n_embd, int) or n_embd < d or n_embd % step:
+        why = 'every dimension is duplicated' if init == 'net2net' else f'whole heads of {hd}' + (f', {group} per kv head' if group > 1 else '')
+        raise ValueError(f"width: n_embd={n_embd!r} must be a multiple of {step}, at least the source's {d} ({why})")
     if not isinstance(mlp_hidden, int) or mlp_hidden < H:
         raise ValueError(f"width: mlp_hidden={mlp_hidden!r} must be >= the source's {H}")
-    k = n_embd // d
-    if k == 1 and mlp_hidden == H:
+    if n_embd == d and mlp_hidden == H:
         raise ValueError("width: nothing to grow (n_embd and mlp_hidden unchanged)")
+    if init == 'net2net':
+        return net2net(s, n_embd, mlp_hidden, noise)
+    return embedded_width(s, n_embd, mlp_hidden, zero=init == 'zero')
+
+
+def net2net(s, n_embd, mlp_hidden, noise):
+    """Function-preserving widening (Net2Net, 2015, arXiv 1511.05641; bert2BERT, 2021, arXiv 2110.07143).
+    MLP hidden to any larger size: hidden unit j copies unit j mod H (fan-in rows), fan-out columns
+    divided by the copy count. Residual width x k: every dimension duplicated, x' = [x]*k, which keeps
+    LayerNorm/RMSNorm statistics (a partial duplication would not), so norm gains/biases, embeddings
+    and producers' rows are repeated and every consumer of the residual stream divides its fan-in by k.
+    Heads are duplicated whole (k x n_head, k x n_kv_head, same head_dim, so rotary and the
+    1/sqrt(head_dim) scale are untouched). Tied embeddings are untied: the input needs [E]*k, the
+    head [E/k]*k (tied, logits would be k x)."""
+    a = s.args
+    d, H = a['n_embd'], a['mlp_hidden'] or 4 * a['n_embd']
+    k = n_embd // d
     g = torch.arange(mlp_hidden) % H  # new hidden unit -> the unit it copies
     count = torch.bincount(g, minlength=H)
     hd = d // a['n_head']
@@ -502,44 +562,95 @@ def width(src, factor=None, n_embd=None, mlp_hidden=None, noise=0.0):
         'mlp.c_up.weight': lambda t: split(t[g]), 'mlp.c_up.bias': lambda t: t[g],
         'mlp.c_proj.weight': lambda t: dup(t[:, g] / count[g].to(t.dtype)), 'mlp.c_proj.bias': dup,
     }
-    blocks = [{key: rules.get(key, dup)(t) for key, t in layer.items()} for layer in s['layers']]
+    blocks = [{key: rules.get(key, dup)(t) for key, t in layer.items()} for layer in s.layers]
     if noise:
         blocks = [{key: jitter(t, noise) for key, t in b.items()} for b in blocks]
     rest = {key: split(t) if key == 'lm_head.weight' else torch.cat([t] * k, dim=-1) if k > 1 else t
-            for key, t in s['rest'].items()}  # embeddings repeat their columns, ln_f its gains
+            for key, t in s.rest.items()}  # embeddings repeat their columns, ln_f its gains
     tie = a['tie_embeddings'] and k == 1
     if tie:
         rest['lm_head.weight'] = rest['transformer.wte.weight']
     args = dict(n_embd=n_embd, n_head=a['n_head'] * k, n_kv_head=a['n_kv_head'] and a['n_kv_head'] * k,
                 mlp_hidden=mlp_hidden if mlp_hidden != 4 * n_embd else None, tie_embeddings=tie)
     layers = [dict(origin=f'a:{i}', new=False, block=i) for i in range(len(blocks))]
-    return dict(args=args, blocks=blocks, rest=rest, layers=layers, new_blocks=[],
-                info=dict(untied=a['tie_embeddings'] and not tie))
+    return Grown(blocks=blocks, layers=layers, args=args, rest=rest, info=dict(untied=a['tie_embeddings'] and not tie))
+
+
+def embedded_width(s, n_embd, mlp_hidden, zero):
+    """G_random / G_zero in width (Stacking Your Transformers, 2024, arXiv 2405.15319): a freshly
+    initialised model of the new size with the old weights written into its leading rows/columns
+    (old heads first, so grouped-query heads keep their kv heads). With zero=True the new parts are
+    made to leave the function unchanged:
+    - new MLP units and heads: fan-in random, fan-out (their mlp.c_proj / attn.c_proj columns) zero;
+    - new residual dimensions: everything that reads them (the linears after each norm, the head) is
+      random; everything that writes them (embeddings, the c_proj rows) holds them at a value the
+      norms ignore. With RMSNorm that is 0. With LayerNorm a 0 dimension would pull the mean toward 0
+      (and no per-dimension affine undoes that), so the writers are the mean of the old writers, which
+      keeps every new dimension equal to the token's mean over the old ones: the mean is unchanged and
+      those dimensions normalise to exactly 0.
+    Either way the old dimensions' mean square (RMSNorm) or variance (LayerNorm) is now averaged
+    over n_embd instead of d dimensions, a factor d/n_embd; old norm gains times sqrt(d/n_embd) and
+    norm_eps times d/n_embd restore every normalised value exactly. The random readers give the new
+    dimensions a gradient at once (zeros on both sides would never train)."""
+    a = s.args
+    d, H = a['n_embd'], a['mlp_hidden'] or 4 * a['n_embd']
+    hd = d // a['n_head']
+    n_head = n_embd // hd
+    n_kv_head = a['n_kv_head'] and n_head // (a['n_head'] // a['n_kv_head'])
+    args = dict(n_embd=n_embd, n_head=n_head, n_kv_head=n_kv_head, mlp_hidden=mlp_hidden if mlp_hidden != 4 * n_embd else None)
+    model = GPT(GPTConfig.from_dict({**a, **args}))  # GPT-2's init for every new weight
+    sd = model.state_dict()
+    old = s.state_dict()
+    kv, new_kv = (a['n_kv_head'] or a['n_head']) * hd, (n_kv_head or n_head) * hd
+    for key, t in sd.items():
+        parts = [(t, old[key])]
+        if '.attn.c_attn.' in key:  # q | k | v rows: each part's old rows go first
+            parts = zip(t.split([n_embd, new_kv, new_kv]), old[key].split([d, kv, kv]))
+        for new, o in parts:
+            new[tuple(slice(0, n) for n in o.shape)] = o
+    if zero:
+        c = d / n_embd
+        for key, t in sd.items():
+            if key.endswith(('attn.c_proj.weight', 'mlp.c_proj.weight')):
+                t[:, d if '.attn.' in key else H:] = 0  # fan-out of new heads / MLP units
+            if key.endswith(('c_proj.weight', 'c_proj.bias')):
+                t[d:] = t[:d].mean(0) if a['norm'] == 'layernorm' else 0  # writers of new residual dimensions
+            elif key in ('transformer.wte.weight', 'transformer.wpe.weight'):
+                t[:, d:] = t[:, :d].mean(1, keepdim=True) if a['norm'] == 'layernorm' else 0
+            elif key.endswith(('ln_1.weight', 'ln_2.weight', 'ln_f.weight')):
+                t.mul_(c ** 0.5)
+        args['norm_eps'] = a['norm_eps'] * c
+    dtype = s.layers[0]['ln_1.weight'].dtype
+    blocks, rest = split_layers({k: v.to(dtype) for k, v in sd.items()}, a['n_layer'])
+    if a['tie_embeddings']:
+        rest['lm_head.weight'] = rest['transformer.wte.weight']
+    layers = [dict(origin=f'a:{i}', new=False, block=i) for i in range(len(blocks))]
+    return Grown(blocks=blocks, layers=layers, args=args, rest=rest)
 
 
 def tie(src, n_layer=None, init='average', lora_rank=None, lora_alpha=16.0):
-    """Relaxed Recursive Transformer: L layers -> n_layer shared blocks looped (logical l runs block
-    l mod K), each logical layer with a LoRA initialised from the truncated SVD of (its own weight -
-    the shared one): B = U_r S_r / scale, A = V_r^T (scale = alpha / r). Shared init: 'average' of the
-    layers a block serves, 'stepwise' (layers at equal intervals, first and last kept) or 'lower' (the
-    first K). Norm gains are first folded into the matrices that read the norm (W diag(g), shared gains
+    """Relaxed Recursive Transformers (2024, arXiv 2410.20672): L layers -> n_layer shared blocks looped
+    (logical l runs block l mod K), each logical layer with a LoRA initialised from the truncated SVD of
+    (its own weight - the shared one): B = U_r S_r / scale, A = V_r^T, into the adapters model.py builds
+    for the looped config. Shared init: 'average' of the layers a block serves, 'stepwise' (layers at
+    equal intervals, first and last kept) or 'lower' (the first K). Norm gains are first folded into the matrices that read the norm (W diag(g), shared gains
     1) so the LoRA carries them too: at full rank (n_embd) the model is exact for bias-free models;
     biases cannot be expressed by a LoRA and are shared like the weights. Everything trains afterwards."""
-    s = one_source(src, 'tie')
-    L, d = len(s['layers']), s['args']['n_embd']
+    s = src[0]
+    L, d = len(s.layers), s.args['n_embd']
     K = n_layer if n_layer is not None else L // 2
     if not isinstance(K, int) or not 1 <= K < L:
         raise ValueError(f"tie: n_layer={K!r} (shared blocks) must be in 1..{L - 1}")
     if init not in ('average', 'stepwise', 'lower'):
         raise ValueError(f"tie: init must be 'average', 'stepwise' or 'lower', got {init!r}")
-    hidden = s['args']['mlp_hidden'] or 4 * d
+    hidden = s.args['mlp_hidden'] or 4 * d
     r = lora_rank if lora_rank is not None else d // 8
     if not isinstance(r, int) or not 0 <= r <= min(d, hidden):
         raise ValueError(f"tie: lora_rank={r!r} must be in 0..{min(d, hidden)} (full rank)")
     targets = {'qkv': 'attn.c_attn', 'attn_out': 'attn.c_proj', 'mlp_in': 'mlp.c_fc', 'mlp_up': 'mlp.c_up', 'mlp_out': 'mlp.c_proj'}
     reads = {'attn.c_attn': 'ln_1', 'mlp.c_fc': 'ln_2', 'mlp.c_up': 'ln_2'}
     folded = []
-    for layer in s['layers']:
+    for layer in s.layers:
         t = {k: v.float() for k, v in layer.items()}
         for lin, ln in reads.items():
             if f'{lin}.weight' in t:
@@ -555,44 +666,66 @@ def tie(src, n_layer=None, init='average', lora_rank=None, lora_alpha=16.0):
     else:
         picked = [[b] for b in range(K)]
     shared = [{k: sum(folded[l][k] for l in ls) / len(ls) for k in folded[0]} for ls in picked]
-    adapters = {}
-    for l in range(L):
-        for target, lin in targets.items():
-            if r and f'{lin}.weight' in folded[l]:
-                US, A = svd(folded[l][f'{lin}.weight'] - shared[l % K][f'{lin}.weight'], rank=r)
-                dead = A.norm(dim=1) == 0  # directions of a zero residual: B is 0 there; give A the usual
-                A[dead] = (torch.rand_like(A[dead]) * 2 - 1) / A.shape[1] ** 0.5  # LoRA init so both can learn
-                adapters[f'adapters.{l}.lora.{target}.lora_B'] = US / (lora_alpha / r)
-                adapters[f'adapters.{l}.lora.{target}.lora_A'] = A
-    dtype = s['layers'][0]['ln_1.weight'].dtype
-    blocks = [{k: v.to(dtype) for k, v in b.items()} for b in shared]
-    adapters = {k: v.to(dtype) for k, v in adapters.items()}
     args = dict(n_layer=K, layer_map=[l % K for l in range(L)], lora_rank=r, lora_alpha=lora_alpha,
                 lora_targets=list(LORA_TARGETS), ia3=False, adapter_layers='all')
+    with torch.device('meta'):  # the adapters model.py makes for this config
+        model = GPT(GPTConfig.from_dict({**s.args, **args}))
+    adapters, dtype = {}, s.layers[0]['ln_1.weight'].dtype
+    for name, lora in model.named_modules():
+        if isinstance(lora, LoRA):  # name = adapters.<logical layer>.lora.<target>
+            l, lin = int(name.split('.')[1]), targets[name.rsplit('.', 1)[1]]
+            US, A = svd(folded[l][f'{lin}.weight'] - shared[l % K][f'{lin}.weight'], rank=r)
+            dead = A.norm(dim=1) == 0  # directions of a zero residual: B is 0 there; give A the usual
+            A[dead] = (torch.rand_like(A[dead]) * 2 - 1) / A.shape[1] ** 0.5  # LoRA init so both can learn
+            adapters[f'{name}.lora_B'], adapters[f'{name}.lora_A'] = (US / lora_scale(lora_alpha, r)).to(dtype), A.to(dtype)
+    blocks = [{k: v.to(dtype) for k, v in b.items()} for b in shared]
     layers = [dict(origin=f'a:{l}', new=False, block=l % K) for l in range(L)]
-    return dict(args=args, blocks=blocks, adapters=adapters, layers=layers, new_blocks=[],
-                info=dict(trainable='all', shared_init=picked))
+    return Grown(blocks=blocks, layers=layers, args=args, adapters=adapters, info=dict(trainable='all', shared_init=picked))
+
+# -----------------------------------------------------------------------------
+# the registry: every method, the options it takes (nothing else reaches it), how many sources
 
 
-# one place that lists the methods; each takes the plain sources and its own options
+class Method(NamedTuple):
+    build: object        # build(src, **options) -> Grown; src = the plain Sources
+    options: tuple       # the options it accepts
+    max_sources: int     # 1 = one source checkpoint; None = any number
+    summary: str
+    needs_data: bool = False  # build also gets batches=, an iterator of (x, y) training batches
+    takes_head: bool = False  # build also gets head_from=, grow()'s head_from as given (None: its own rule)
+
+
+DUPLICATES = ('noise', 'tied', 'lora_rank', 'lora_alpha', 'ia3', 'adapter_layers')  # place(): how duplicates are made
+
 METHODS = {
-    'stack': stack,            # G_stack: 0..L-1, 0..L-1 (Stacking Your Transformers)
-    'interleave': interleave,  # 0,0,1,1,... or a0,b0,a1,b1,...
-    'dus': dus,                # SOLAR depth up-scaling
-    'map': map_layers,         # explicit layer list or mergekit passthrough YAML
-    'llama_pro': llama_pro,    # identity blocks (zeroed output projections): exact
-    'zero': llama_pro,         # = llama_pro (G_zero depth)
-    'random': random_layers,   # G_random: freshly initialised blocks
-    'lesa': lesa,              # learned (SVD + MLP) intermediate layers
-    'width': width,            # Net2Net / bert2BERT widening: exact
-    'tie': tie,                # Relaxed Recursive Transformer: shared blocks + SVD-initialised LoRA
+    'stack': Method(stack, ('factor', 'n_layer') + DUPLICATES, None,
+                    "G_stack / G_direct in depth: the whole model repeated"),
+    'interleave': Method(interleave, ('factor', 'every', 'n_layer') + DUPLICATES, None,
+                         "each layer repeated in place (0,0,1,1,...), or sources alternated (a0,b0,a1,b1,...)"),
+    'dus': Method(dus, ('m', 'n_layer') + DUPLICATES, 2, "SOLAR depth up-scaling"),
+    'map': Method(map_layers, ('map', 'yaml') + DUPLICATES, None,
+                  "an explicit layer list, or mergekit passthrough slices (YAML)", takes_head=True),
+    'llama_pro': Method(llama_pro, ('every', 'n_layer'), 1,
+                        "LLaMA Pro / G_zero in depth: identity blocks (zero output projections), exact"),
+    'random': Method(random_layers, ('every', 'n_layer'), 1, "G_random in depth: freshly initialised blocks"),
+    'lesa': Method(lesa, ('lesa_range', 'lesa_lambda', 'lesa_epochs', 'lesa_hidden', 'lesa_lr', 'lesa_batch',
+                          'lesa_max_rows'), 1, "LESA: intermediate layers predicted from their neighbours"),
+    'width': Method(width, ('factor', 'n_embd', 'mlp_hidden', 'init', 'noise'), 1,
+                    "wider residual (and heads), MLP hidden: net2net copies (G_direct), zero (G_zero), random (G_random)"),
+    'tie': Method(tie, ('n_layer', 'init', 'lora_rank', 'lora_alpha'), 1,
+                  "Relaxed Recursive Transformer: shared blocks looped, SVD-initialised LoRA per layer"),
 }
 
 
-def method_options(fn):
-    ps = inspect.signature(fn).parameters
-    names = [n for n, p in ps.items() if n != 'src' and p.kind == p.POSITIONAL_OR_KEYWORD]
-    return names + (list(TIED_OPTIONS) + ['noise'] if any(p.kind == p.VAR_KEYWORD for p in ps.values()) else [])
+def check_options(method, options):
+    """ValueError (one line) unless `method` exists and takes every option in `options`: cheap, so
+    train.py can call it at start rather than fail at grow_at_iter."""
+    if method not in METHODS:
+        raise ValueError(f"unknown growth method {method!r}; choose from {', '.join(METHODS)}")
+    bad = sorted(set(options) - set(METHODS[method].options))
+    if bad:
+        raise ValueError(f"option {', '.join(bad)} does not apply to method {method} (it takes: {', '.join(METHODS[method].options)})")
+    return METHODS[method]
 
 
 def check_growth_schedule(steps):
@@ -605,14 +738,9 @@ def check_growth_schedule(steps):
         step = {'options': {}, **step}
         if not isinstance(step['iter'], int) or step['iter'] <= last:
             raise ValueError(f"grow_steps[{n}]: iter must be an integer > {last} (steps in increasing order), got {step['iter']!r}")
-        if step['method'] not in METHODS:
-            raise ValueError(f"unknown growth method {step['method']!r}; choose from {', '.join(METHODS)}")
         if not isinstance(step['options'], dict):
             raise ValueError(f"grow_steps[{n}]: options must be a dict, got {step['options']!r}")
-        bad = sorted(set(step['options']) - set(method_options(METHODS[step['method']])))
-        if bad:
-            raise ValueError(f"option {', '.join(bad)} does not apply to method {step['method']} "
-                             f"(it takes: {', '.join(method_options(METHODS[step['method']]))})")
+        check_options(step['method'], step['options'])
         out.append(step)
         last = step['iter']
     return out
@@ -621,46 +749,48 @@ def check_growth_schedule(steps):
 def grow(sources, method, names=None, head_from=None, seed=0, batches=None, **options):
     """sources: loaded checkpoint dicts; names: optional names for them (map/yaml/head_from also take
     letters a, b, ...); head_from: the source of embeddings, final norm, head and tokenizer (default the
-    first). Returns a new checkpoint dict; randomness (noise, new inits, LESA) is seeded by `seed` and
-    leaves the caller's RNG state alone. Unchanged tensors are shared with the sources, never modified."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    fn = METHODS[method]
-    bad = sorted(set(options) - set(method_options(fn)))
-    if bad:
-        raise ValueError(f"option {', '.join(bad)} does not apply to method {method} (it takes: {', '.join(method_options(fn))})")
+    first; given explicitly it also overrides map's YAML rule). batches: training batches, for methods
+    that learn from data. Returns a new checkpoint dict; randomness (noise, new inits, LESA) is seeded
+    by `seed` and leaves the caller's RNG state alone. Unchanged tensors are shared with the sources,
+    never modified."""
+    m = check_options(method, options)
     if not sources:
         raise ValueError("no source checkpoints")
+    if m.max_sources is not None and len(sources) > m.max_sources:
+        raise ValueError(f"method {method} takes {'one source checkpoint' if m.max_sources == 1 else f'at most {m.max_sources} sources'}, got {len(sources)}")
     if len(sources) > len(LETTERS):
         raise ValueError(f"at most {len(LETTERS)} sources")
+    if m.needs_data and batches is None:
+        raise ValueError(f"method {method} needs training data (--data DIR)")
     if names is not None and len(names) != len(sources):
         raise ValueError(f"{len(names)} names for {len(sources)} sources")
-    src = [plain_source(ck, LETTERS[j]) for j, ck in enumerate(sources)]
-    for j, s in enumerate(src):
-        s['name'] = str(names[j]) if names is not None and names[j] is not None else s['letter']
+    src = [plain_source(ck, LETTERS[j], None if names is None or names[j] is None else str(names[j]))
+           for j, ck in enumerate(sources)]
     head = src[source_index(src, head_from) if head_from is not None else 0]
     toks = [{k: (ck.get('tokenizer') or {}).get(k) for k in ('tokenizer', 'vocab_size', 'chars')} for ck in sources]
     for s, t in zip(src, toks):
         if t != toks[0]:
-            raise ValueError(f"sources use different tokenizers: a={toks[0]}, {s['letter']}={t}"[:300])
+            raise ValueError(f"sources use different tokenizers: a={toks[0]}, {s.letter}={t}"[:300])
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
-        out = fn(src, **options)
-    args = {**head['args'], **out['args']}
-    sd = dict(out.get('rest', head['rest']))
-    for p, block in enumerate(out['blocks']):
+        extra = dict(batches=batches) if m.needs_data else {}
+        if m.takes_head:
+            extra['head_from'] = head_from
+        out = m.build(src, **options, **extra)
+    args = {**head.args, **out.args}
+    sd = dict(head.rest if out.rest is None else out.rest)
+    for p, block in enumerate(out.blocks):
         sd.update({f'transformer.h.{p}.{k}': v for k, v in block.items()})
-    sd.update(out.get('adapters', {}))
-    cfg = GPTConfig.from_dict(args)
+    sd.update(out.adapters)
+    infos = []
     for s, ck in zip(src, sources):
-        s['info'] = dict(name=s['name'], letter=s['letter'], n_layer=len(s['layers']), n_embd=s['args']['n_embd'],
-                         iter_num=ck.get('iter_num'), tokens_seen=ck.get('tokens_seen', 0))
+        infos.append(dict(name=s.name, letter=s.letter, n_layer=len(s.layers), n_embd=s.args['n_embd'],
+                          iter_num=ck.get('iter_num'), tokens_seen=ck.get('tokens_seen', 0)))
         if ck.get('provenance'):
-            s['info']['provenance'] = ck['provenance']
-    provenance = dict(sources=[s['info'] for s in src], method=method,
-                      options=dict(options, seed=seed, head_from=head['letter']),
-                      layers=out['layers'], new_blocks=out['new_blocks'], **out.get('info', {}))
-    return make_checkpoint(sd, cfg.to_dict(), tokenizer=sources[src.index(head)].get('tokenizer'), provenance=provenance,
+            infos[-1]['provenance'] = ck['provenance']
+    provenance = dict(sources=infos, method=method, options=dict(options, seed=seed, head_from=head.letter),
+                      layers=out.layers, new_blocks=out.new_blocks, **out.info)
+    return make_checkpoint(sd, args, tokenizer=sources[src.index(head)].get('tokenizer'), provenance=provenance,
                            tokens_seen=sum(ck.get('tokens_seen') or 0 for ck in sources),
                            flops_spent=sum(ck.get('flops_spent') or 0.0 for ck in sources),
                            elapsed=sum(ck.get('elapsed') or 0.0 for ck in sources))
@@ -677,16 +807,28 @@ def sha256(path):
     return h.hexdigest()
 
 
+def weights_sha256(state_dict):
+    """A source that is not one file (a run or Hugging Face directory, hf:, llama2c:) is identified by
+    its weights: the hash of every tensor's name and bytes."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        h.update(k.encode())
+        h.update(state_dict[k].detach().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Grow a GPT checkpoint (see the module docstring and README).")
     p.add_argument('sources', nargs='*', help="checkpoints; NAME=PATH names one (otherwise a, b, c, ...)")
     p.add_argument('--method', required=True, help=' | '.join(METHODS))
     p.add_argument('--out', required=True, help="output checkpoint (written atomically)")
-    p.add_argument('--head_from', help="source of embeddings, final norm, head and tokenizer (default: first)")
+    p.add_argument('--head_from', help="source of embeddings, final norm, head and tokenizer (default: first; YAML: mergekit's rule)")
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--data', help="prepared data directory (train.bin, val.bin, meta.json) for methods that learn from data")
+    p.add_argument('--batch_size', type=int, default=8, help="with --data: sequences per training batch")
     g = p.add_argument_group('depth')
     g.add_argument('--factor', type=int, help="stack: repeats (default 2); interleave: copies per layer; width: x size")
-    g.add_argument('--n_layer', type=int, help="target depth (stack/dus/llama_pro/random) or shared blocks (tie)")
+    g.add_argument('--n_layer', type=int, help="target depth (stack/interleave/dus/llama_pro/random) or shared blocks (tie)")
     g.add_argument('--every', type=int, help="llama_pro/random/interleave: after every k-th layer (default 1)")
     g.add_argument('--m', type=int, help="dus: layers dropped from each copy (default n_layer // 4)")
     g.add_argument('--map', help="map: 'a:0,b:0,a:1' or 'a:0-15,b:8-23' (inclusive ranges)")
@@ -698,9 +840,9 @@ def main(argv=None):
     g.add_argument('--ia3', action='store_true', help="IA3 adapters per logical layer (identity at first)")
     g.add_argument('--adapter_layers', help="all | virtual (adapters only on repeated occurrences of a block; with --tied)")
     g = p.add_argument_group('width / tie / lesa')
-    g.add_argument('--n_embd', type=int, help="width: new residual width (a multiple of the old)")
+    g.add_argument('--n_embd', type=int, help="width: new residual width (net2net: a multiple of the old; else whole heads)")
     g.add_argument('--mlp_hidden', type=int, help="width: new MLP hidden size (any larger size)")
-    g.add_argument('--init', help="tie: shared block init average | stepwise | lower")
+    g.add_argument('--init', help="width: new units net2net | zero | random; tie: shared block init average | stepwise | lower")
     g.add_argument('--lesa_range', help="lesa: 'lo:hi', a new layer before each layer lo..hi-1 (default upper half)")
     g.add_argument('--lesa_epochs', type=int)
     g.add_argument('--lesa_lambda', type=float)
@@ -711,7 +853,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     try:
         options = {k: v for k, v in vars(a).items()
-                   if k not in ('sources', 'method', 'out', 'head_from', 'seed') and v is not None and v is not False}
+                   if k not in ('sources', 'method', 'out', 'head_from', 'seed', 'data', 'batch_size') and v is not None and v is not False}
+        method = check_options(a.method, options)
+        if a.data is not None and not method.needs_data:
+            raise ValueError(f"--data does not apply to method {a.method} (it learns nothing from data)")
         names, paths = [], []
         for arg in a.sources:
             name, eq, path = arg.partition('=')
@@ -726,7 +871,7 @@ def main(argv=None):
             except OSError as e:
                 raise ValueError(f"cannot read {a.yaml}: {e.strerror}") from None
             known = set(LETTERS[:len(paths)]) | set(names) | set(paths)
-            for model, _, _ in read_slices(options['yaml']):  # models not given on the command line are paths
+            for model, *_ in read_slices(options['yaml']):  # models not given on the command line are paths
                 if model not in known:
                     names.append(None)
                     paths.append(model)
@@ -738,9 +883,13 @@ def main(argv=None):
             ck = load_any(pth)
             ck.pop('optimizer', None)  # not needed; frees memory early
             sources.append(ck)
-        grown = grow(sources, a.method, names=names, head_from=a.head_from, seed=a.seed, **options)
-        for info, pth in zip(grown['provenance']['sources'], paths):
-            info.update(path=pth, sha256=sha256(pth))
+        batches = None
+        if a.data is not None:  # windows of the first source's context length, drawn as train.py draws them
+            block_size = sources[0]['model_args']['block_size']
+            batches = TokenData(a.data).stream('train', block_size, a.batch_size, (a.seed, 'train', 'grow'))
+        grown = grow(sources, a.method, names=names, head_from=a.head_from, seed=a.seed, batches=batches, **options)
+        for info, pth, ck in zip(grown['provenance']['sources'], paths, sources):
+            info.update(path=pth, **({'sha256': sha256(pth)} if os.path.isfile(pth) else {'weights_sha256': weights_sha256(ck['model'])}))
         save_checkpoint(grown, a.out)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")

@@ -2,7 +2,9 @@
 full rank), weight-tied virtual layers, LESA's SVD bookkeeping and its loss on a trained model, the
 CLI's outputs and one-line errors, and growth inside train.py (with resume across the growth step)."""
 import hashlib
+import inspect
 import json
+import os
 import subprocess
 import sys
 
@@ -11,7 +13,8 @@ import pytest
 import torch
 
 import grow as G
-from checkpoint import build_model, load_checkpoint, save_checkpoint
+import lesa
+from checkpoint import build_model, load_any, load_checkpoint, save_checkpoint
 from grow import grow
 from model import GPT, GPTConfig
 
@@ -75,6 +78,8 @@ def test_interleave_dus_orders():
     assert order(grow([a], 'interleave')) == [0, 0, 1, 1, 2, 2, 3, 3]
     assert order(grow([a], 'interleave', every=2)) == [0, 1, 1, 2, 3, 3]
     assert order(grow([a], 'interleave', factor=3, every=4)) == [0, 1, 2, 3, 3, 3]
+    assert order(grow([a], 'interleave', n_layer=6)) == [0, 0, 1, 2, 2, 3]  # any depth: repeats spread evenly
+    assert G.stack_order([2, 3], n_layer=6) == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (0, 0)]  # pure: depths in
     a8, b8 = tagged(make(0, n_layer=8), 0), tagged(make(1, n_layer=8), 1)
     g = grow([a8], 'dus')  # SOLAR: m = n/4 = 2 -> [0..5] + [2..7]
     assert order(g) == [0, 1, 2, 3, 4, 5, 2, 3, 4, 5, 6, 7] and g['provenance']['new_blocks'] == [6, 7, 8, 9]
@@ -116,13 +121,86 @@ slices:
     gm = grow([a, b], 'map', map='a:0-1,b:1-2,a:2-3')
     assert order(gy) == [0, 1, 101, 102, 2, 3] and gy['provenance']['layers'] == gm['provenance']['layers']
     assert gy['model'].keys() == gm['model'].keys() and all(torch.equal(gy['model'][k], gm['model'][k]) for k in gm['model'])
-    # `scale` multiplies the output projections: 0 on o_proj/down_proj appends an exact identity block
-    c = make(2)
-    for scale in ("0", "[{filter: o_proj, value: 0}, {filter: down_proj, value: 0}, {value: 1}]"):
-        yml = f"slices:\n  - sources: [{{model: a, layer_range: [0, 4]}}]\n  - sources: [{{model: a, layer_range: [3, 4], parameters: {{scale: {scale}}}}}]\n"
+    # `scale` multiplies every tensor of its slice (mergekit): 0 on a middle slice inserts an exact identity
+    # block; 0 on o_proj/down_proj only does too, here on the last slice, whose final norm and head {value: 1} keeps
+    c = make(2, **LLAMAISH)
+    for yml in ("slices:\n  - sources: [{model: a, layer_range: [0, 2]}]\n"
+                "  - sources: [{model: a, layer_range: [1, 2], parameters: {scale: 0}}]\n"
+                "  - sources: [{model: a, layer_range: [2, 4]}]\n",
+                "slices:\n  - sources: [{model: a, layer_range: [0, 4]}]\n  - sources: [{model: a, layer_range: [3, 4], "
+                "parameters: {scale: [{filter: o_proj, value: 0}, {filter: down_proj, value: 0}, {value: 1}]}}]\n"):
         gs = grow([c], 'map', yaml=yml)
         assert (logits(gs) - logits(c)).abs().max() <= 1e-6 and gs['model_args']['n_layer'] == 5
-        assert torch.equal(gs['model']['transformer.h.4.ln_1.weight'], c['model']['transformer.h.3.ln_1.weight'])
+    assert not gs['model']['transformer.h.4.attn.c_proj.weight'].any()
+    assert torch.equal(gs['model']['transformer.h.4.ln_1.weight'], c['model']['transformer.h.3.ln_1.weight'])
+
+
+def test_yaml_scale_and_head_follow_mergekit():
+    a, b = make(0, **LLAMAISH), make(1, **LLAMAISH)
+    yml = """
+slices:
+  - sources: [{model: a, layer_range: [0, 2]}]
+    parameters: {scale: 2}
+  - sources: [{model: b, layer_range: [1, 4], parameters: {scale: [{filter: q_proj, value: [0, 1]}]}}]
+"""
+    g = grow([a, b], 'map', yaml=yml)
+    sd, sa, sb = g['model'], a['model'], b['model']
+    for k in [k for k in sa if k.startswith('transformer.h.0.')] + ['transformer.wte.weight']:
+        assert torch.equal(sd[k], 2 * sa[k]), k  # every tensor of the first slice, and its embeddings
+    for k in ('transformer.ln_f.weight', 'lm_head.weight'):
+        assert torch.equal(sd[k], sb[k]), k  # the last slice's model, unscaled (q_proj matches neither)
+    for p, (i, x) in enumerate([(1, 0.0), (2, 0.5), (3, 1.0)], start=2):  # a gradient over the slice
+        W, W0 = sd[f'transformer.h.{p}.attn.c_attn.weight'], sb[f'transformer.h.{i}.attn.c_attn.weight']
+        assert torch.equal(W[:32], x * W0[:32]) and torch.equal(W[32:], W0[32:])  # q rows only: k, v untouched
+    assert torch.equal(grow([a, b], 'map', yaml=yml, head_from='a')['model']['lm_head.weight'], sa['lm_head.weight'])
+    with pytest.raises(ValueError, match='bad YAML: scale'):
+        grow([a], 'map', yaml="slices:\n  - sources: [{model: a, layer_range: [0, 2], parameters: {scale: [x]}}]\n")
+
+
+def test_yaml_matches_mergekit_tensor_by_tensor(tmp_path, repo):
+    """mergekit itself on tiny random Hugging Face Llama models, named by directory in the YAML as
+    mergekit configs name them: grow.py's model equals mergekit's in every tensor, with an untied and a
+    tied head, filters, a gradient, source/slice/top-level parameters and two models."""
+    tf = pytest.importorskip('transformers')
+    try:
+        from mergekit.config import MergeConfiguration
+        from mergekit.merge import MergeOptions, run_merge
+    except ImportError as e:  # CI installs it without its CUDA-pulling dependencies (.ci/run)
+        if os.environ.get('CI') == 'true':
+            pytest.fail(f"CI=true but mergekit cannot be imported ({e})")
+        pytest.skip(f"needs mergekit ({e}): pip install --no-deps mergekit==0.1.5 immutables peft accelerate")
+    import yaml
+    for tie in (False, True):
+        a, b = tmp_path / f'a{tie}', tmp_path / f'b{tie}'
+        for seed, d in enumerate((a, b)):
+            torch.manual_seed(seed)
+            m = tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                                   tie_word_embeddings=tie))
+            with torch.no_grad():  # away from the init's ones, which would hide a scale applied to a norm or not
+                for p in m.parameters():
+                    p.normal_(1.0 if p.dim() == 1 else 0.0, 0.3)
+            m.save_pretrained(d)
+        config = {'merge_method': 'passthrough', 'dtype': 'float32', 'parameters': {'scale': [{'filter': 'o_proj', 'value': 0.5}]},
+                  'slices': [{'sources': [{'model': str(a), 'layer_range': [0, 2]}], 'parameters': {'scale': 2.0}},
+                             {'sources': [{'model': str(b), 'layer_range': [1, 4], 'parameters': {
+                                 'scale': [{'filter': 'self_attn', 'value': [0.0, 1.0]}, {'filter': 'mlp.up', 'value': 3}]}}]},
+                             {'sources': [{'model': str(a), 'layer_range': [3, 4]}],
+                              'parameters': {'scale': [{'filter': 'norm', 'value': 0.25}, {'filter': 'q_proj', 'value': 4}]}}]}
+        (tmp_path / 'fm.yml').write_text(yaml.safe_dump(config))
+        run_merge(MergeConfiguration.model_validate(config), str(tmp_path / f'mk{tie}'),
+                  MergeOptions(copy_tokenizer=False, write_model_card=False, quiet=True))
+        theirs = load_any(tmp_path / f'mk{tie}')
+        if tie:  # in process; the command line (models loaded from the directories the YAML names) once
+            ours = grow([load_any(a), load_any(b)], 'map', yaml=yaml.safe_dump(config), names=[str(a), str(b)])
+        else:
+            r = run(repo, '--method', 'map', '--yaml', tmp_path / 'fm.yml', '--out', tmp_path / 'g.pt')
+            assert r.returncode == 0, r.stderr
+            ours = load_checkpoint(tmp_path / 'g.pt')
+        assert ours['model_args'] == theirs['model_args'] and ours['model'].keys() == theirs['model'].keys()
+        for k, v in theirs['model'].items():
+            assert torch.allclose(ours['model'][k], v, rtol=0, atol=1e-6), (tie, k)
+        assert not torch.equal(ours['model']['transformer.h.0.ln_1.weight'], load_any(a)['model']['transformer.h.0.ln_1.weight'])
 
 
 @pytest.mark.parametrize('arch', [GPT2ISH, LLAMAISH], ids=['gpt2', 'llama'])
@@ -131,7 +209,7 @@ def test_llama_pro_is_exact_and_trains_new_blocks_only(arch):
     g = grow([c], 'llama_pro', every=2)
     assert origins(g) == ['a:0', 'a:1', 'zero(a:1)', 'a:2', 'a:3', 'zero(a:3)'] and g['provenance']['new_blocks'] == [2, 5]
     assert (logits(g) - logits(c)).abs().max() <= 1e-6
-    assert grow([c], 'zero', n_layer=6)['provenance']['layers'] == g['provenance']['layers']
+    assert grow([c], 'llama_pro', n_layer=6)['provenance']['layers'] == g['provenance']['layers']
     for k, v in g['model'].items():
         if k.startswith(('transformer.h.2.attn.c_proj', 'transformer.h.2.mlp.c_proj')):
             assert not v.any(), k
@@ -174,6 +252,39 @@ def test_width_is_function_preserving(arch):
         sd = dict(g['model'], **{'lm_head.weight': g['model']['transformer.wte.weight']})
         naive = build_model(dict(model=sd, model_args=dict(a, tie_embeddings=True)))
         assert torch.allclose(naive(IDX)[0], 2 * ref, atol=1e-4)
+
+
+@pytest.mark.parametrize('arch', [GPT2ISH, LLAMAISH], ids=['gpt2', 'llama'])
+def test_width_zero_is_exact_random_is_not_and_both_train(arch):
+    c = make(0, **arch)  # layernorm + biases + tied head, or rmsnorm + GQA + SwiGLU
+    ref = logits(c)
+    for opts in (dict(n_embd=48), dict(mlp_hidden=200)):  # residual + heads only (6 heads of 8 / 16); MLP only
+        zero, rand = (grow([c], 'width', init=init, **opts) for init in ('zero', 'random'))
+        assert (logits(zero) - ref).abs().max() <= 1e-5, opts
+        assert (logits(rand) - ref).abs().max() > 1e-3, opts
+    with pytest.raises(ValueError, match='multiple of'):
+        grow([c], 'width', init='zero', n_embd=44)  # not whole heads (of whole kv groups)
+    with pytest.raises(ValueError, match='noise'):
+        grow([c], 'width', init='random', noise=0.1)
+    d, H = 32, 128
+    for init in ('zero', 'random'):  # x2 everywhere: 8 heads (GQA: 4 kv heads), tied head stays tied
+        g = grow([c], 'width', init=init)
+        a = g['model_args']
+        assert (a['n_embd'], a['n_head'], a['n_kv_head'], a['tie_embeddings']) == (64, 8, c['model_args']['n_kv_head'] and 4, c['model_args']['tie_embeddings'])
+        assert init == 'random' or (logits(g) - ref).abs().max() <= 1e-5
+        model = build_model(g)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        losses = []
+        for _ in range(8):
+            loss = model(IDX, IDX)[1]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert losses[-1] < losses[0] - 0.2, (init, losses)
+        mlp_out, attn_out = model.transformer.h[0].mlp.c_proj.weight, model.transformer.h[0].attn.c_proj.weight
+        assert mlp_out[:, H:].abs().min() > 0 and attn_out[:, d:].abs().min() > 0  # new units' fan-out (zero at first) learned
+        assert attn_out[d:].abs().min() > 0  # writers of the new residual dimensions learned
 
 
 def test_tie_relaxed_recursive():
@@ -223,9 +334,9 @@ def test_sources_with_virtual_layers_are_materialised():
 def test_lesa_svd_bookkeeping_and_determinism():
     for L in (3, 6):  # 3 layers: c_fc's concatenation is tall, 6: wide (the two branches of grow.svd)
         c = make(0, n_layer=L)
-        for name, key, rows in G.matrix_types(c['model_args']):
+        for name, key, rows in lesa.matrix_types(c['model_args']):
             Ws = [c['model'][f'transformer.h.{l}.{key}'][rows] for l in range(L)]
-            US, Vh = G.svd(torch.cat(Ws, dim=1))
+            US, Vh = lesa.svd(torch.cat(Ws, dim=1))
             for l, W in enumerate(Ws):
                 V = Vh[:, l * W.shape[1]:(l + 1) * W.shape[1]]
                 assert (US @ V - W).norm() / W.norm() < 1e-5, (L, name, l)
@@ -285,6 +396,27 @@ def test_lesa_beats_duplication_on_a_trained_model(shared):
     assert lesa < min(lower, upper), (base, lesa, lower, upper)
     assert abs(rand - base) < 0.01 and lesa - base < 0.05, (base, lesa, rand)
 
+def test_registry_declares_every_option_and_validates_up_front(monkeypatch):
+    for name, m in G.METHODS.items():  # the declared options are exactly what the function takes
+        params = inspect.signature(m.build).parameters
+        own = {n for n, p in params.items() if n not in ('src', 'batches', 'head_from') and p.kind == p.POSITIONAL_OR_KEYWORD}
+        dups = set(G.DUPLICATES) if any(p.kind == p.VAR_KEYWORD for p in params.values()) else set()
+        assert set(m.options) == own | dups, name
+    with pytest.raises(ValueError, match="unknown growth method 'stak'"):
+        G.check_options('stak', {})
+    with pytest.raises(ValueError, match='option every does not apply to method stack'):
+        G.check_options('stack', {'every': 2})
+    assert G.check_options('llama_pro', {'every': 2}) is G.METHODS['llama_pro']
+
+    def learned(src, batches, n_layer=None):  # a method that learns from data gets the batches
+        x, y = next(iter(batches))
+        assert x.shape == IDX.shape
+        return G.place(src, G.copies(src, G.stack_order(len(src[0].layers), n_layer=n_layer)))
+    monkeypatch.setitem(G.METHODS, 'learned', G.Method(learned, ('n_layer',), 1, 'test', needs_data=True))
+    with pytest.raises(ValueError, match=r'method learned needs training data \(--data DIR\)'):
+        grow([make(0)], 'learned', n_layer=6)
+    assert grow([make(0)], 'learned', batches=[(IDX, IDX)], n_layer=6)['model_args']['n_layer'] == 6
+
 # -----------------------------------------------------------------------------
 # command line
 
@@ -320,7 +452,7 @@ def test_cli_bad_inputs_fail_in_one_line_without_output(tmp_path, repo):
     (tmp_path / 'noslices.yml').write_text("models:\n  - model: a\n")
     out = tmp_path / 'out.pt'
     cases = {
-        'unknown method': (['--method', 'fold', a], 'unknown method'),
+        'unknown method': (['--method', 'fold', a], 'unknown growth method'),
         'index out of range': (['--method', 'map', '--map', 'a:0,a:9', a], 'layer 9 out of range'),
         'mismatched sources': (['--method', 'interleave', a, wide], 'differ in n_embd'),
         'unreadable file': (['--method', 'stack', tmp_path / 'junk.pt'], 'cannot read checkpoint'),
@@ -331,6 +463,7 @@ def test_cli_bad_inputs_fail_in_one_line_without_output(tmp_path, repo):
         'option of another method': (['--method', 'stack', '--every', 2, a], 'does not apply'),
         'one-source method': (['--method', 'lesa', a, b], 'takes one source'),
         'unknown source name': (['--method', 'map', '--map', 'c:0', a, b], 'unknown source'),
+        'data for a method without': (['--method', 'stack', '--data', tmp_path, a], '--data does not apply'),
     }
     procs = {name: subprocess.Popen([sys.executable, 'grow.py', '--out', out, *map(str, args)], cwd=repo,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
