@@ -896,7 +896,7 @@ def main(argv=None):
     prov = grown['provenance']
     print(f"{a.method}: {' '.join(paths)} -> {a.out}: {len(prov['layers'])} logical layers on "
           f"{grown['model_args']['n_layer']} blocks ({len(prov['new_blocks'])} new), "
-          f"{grown['param_counts']['unique']:,} params")
+          f"{grown['param_counts']['unique']:,} params", file=sys.stderr)
 
 
 if __name__ == '__main__':

@@ -477,39 +477,3 @@ def test_cli_bad_inputs_fail_in_one_line_without_output(tmp_path, repo):
 
 # -----------------------------------------------------------------------------
 # growth inside a training run
-
-
-def test_train_grows_in_run_and_resumes_across_the_growth_step(tmp_path, repo):
-    data = tmp_path / 'data'
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for split, n in (('train', 20000), ('val', 4000)):
-        rng.integers(0, 64, n).astype(np.uint16).tofile(data / f'{split}.bin')
-    chars = ''.join(chr(48 + i) for i in range(64))
-    (data / 'meta.json').write_text(json.dumps({'tokenizer': 'char', 'vocab_size': 64, 'dtype': 'uint16', 'chars': chars}))
-    common = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=4', '--gradient_accumulation_steps=1',
-              '--eval_interval=4', '--eval_iters=2', '--log_interval=1', '--warmup_iters=2', '--lr_decay_iters=12',
-              '--grow_at_iter=6', "--grow_method=llama_pro", "--grow_options={'every': 1}", '--train_only=new',
-              f'--data_dir={data}', '--device=cpu', '--progress=False']
-
-    def train(out, *extra):
-        r = subprocess.run([sys.executable, 'train.py', *common, f'--out_dir={out}', *extra], cwd=repo,
-                           capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr[-2000:]
-        return [json.loads(line) for line in open(out / 'log.jsonl')]
-
-    straight = train(tmp_path / 'a', '--max_iters=12')
-    grows = [r for r in straight if r['type'] == 'grow']
-    assert len(grows) == 1 and grows[0]['iter'] == 6 and (grows[0]['n_layer_before'], grows[0]['n_layer_after']) == (2, 4)
-    ck = load_checkpoint(tmp_path / 'a' / 'last.pt')
-    assert ck['provenance']['method'] == 'llama_pro' and ck['provenance']['new_blocks'] == [1, 3]
-    assert ck['model_args']['n_layer'] == 4 and ck['tokens_seen'] == 12 * 4 * 16
-    # the same run in three pieces: stopped before the growth step, then across it, then after it
-    train(tmp_path / 'b', '--max_iters=4')
-    train(tmp_path / 'b', '--init_from=resume', '--max_iters=8')
-    resumed = train(tmp_path / 'b', '--init_from=resume', '--max_iters=12')
-    assert [r['type'] for r in resumed].count('grow') == 1
-    last = lambda log: [r for r in log if r['type'] == 'eval'][-1]
-    assert last(resumed)['val_loss'] == pytest.approx(last(straight)['val_loss'], abs=1e-5)
-    a, b = load_checkpoint(tmp_path / 'a' / 'last.pt')['model'], load_checkpoint(tmp_path / 'b' / 'last.pt')['model']
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
