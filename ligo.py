@@ -88,7 +88,8 @@ def depth_plan(depths, n_layer, init, side_by_side):
         return [[unit[l % len(unit)]] for l in range(n_layer)]
     L, k = depths[0], len(depths)
     if any(x != L for x in depths) or n_layer % (k * L):
-        raise ValueError(f"ligo: interleave over {k} sources needs equal depths and n_layer a multiple of {k}x their depth (depths {depths}, n_layer {n_layer})")
+        raise ValueError(f"ligo: interleave over {k} sources needs equal depths and n_layer a multiple of "
+                         f"{k}x their depth (depths {depths}, n_layer {n_layer})")
     f = n_layer // (k * L)
     return [[(s, i)] for i in range(L) for _ in range(f) for s in range(k)]
 
@@ -157,8 +158,9 @@ class LiGO(nn.Module):
     def to_(self, device):
         self.to(device)
         self.n = {g: v.to(device) for g, v in self.n.items()}
-        self.layers = [[{k: v.to(device=device, dtype=torch.float32) for k, v in layer.items()} for layer in layers] for layers in self.layers]
-        self.rest_src = [{k: sd[k].to(device=device, dtype=torch.float32) for k in self.rest} for _, sd in self.sources]
+        f32 = lambda t: t.to(device=device, dtype=torch.float32)  # no copy when already there
+        self.layers = [[{k: f32(v) for k, v in layer.items()} for layer in layers] for layers in self.layers]
+        self.rest_src = [{k: f32(sd[k]) for k in self.rest} for _, sd in self.sources]
         return self
 
     def expand(self, t, s, rows, cols, reads):
@@ -196,7 +198,8 @@ class LiGO(nn.Module):
         """The grown model's parameters by state-dict name. recompute=True (training): each tensor is
         rebuilt in the backward pass instead of keeping the intermediates, so memory stays at about the
         grown weights and their gradients."""
-        run = (lambda f, key: checkpoint(f, key, use_reentrant=False, preserve_rng_state=False)) if recompute else (lambda f, key: f(key))
+        def run(f, key):
+            return checkpoint(f, key, use_reentrant=False, preserve_rng_state=False) if recompute else f(key)
         out = {}
         for key in self.parts:
             for l, t in enumerate(run(self.block_tensor, key).unbind(0)):
@@ -228,12 +231,15 @@ def grown_config(sources, n_layer, n_embd, mlp_hidden, depth_init):
     if not isinstance(D, int) or D < 1:
         raise ValueError(f"ligo: n_embd must be a positive integer, got {D!r}")
     side_by_side = k > 1 and D == k * d
-    if k == 1 and D % d:
-        raise ValueError(f"ligo: n_embd={D} must be a multiple of the source's {d} (every residual dimension is copied equally)")
+    hd = d // cfg0.n_head
+    group = hd * cfg0.n_head // (cfg0.n_kv_head or cfg0.n_head)  # the dims of the query heads sharing one kv head
+    if k == 1 and (D < d or D % group):
+        raise ValueError(f"ligo: n_embd={D} must be >= the source's {d} and a multiple of {group} (whole heads"
+                         f"{' and kv groups' if group != hd else ''} of size {hd})")
     if k > 1 and D not in (d, k * d):
-        raise ValueError(f"ligo: with {k} sources of width {d}, n_embd must be {d} (depth over their layers) or {k * d} (side by side), got {D}")
-    f = k if side_by_side else D // d
-    H2 = mlp_hidden if mlp_hidden is not None else H * f
+        raise ValueError(f"ligo: with {k} sources of width {d}, n_embd must be {d} (depth over their layers) "
+                         f"or {k * d} (side by side), got {D}")
+    H2 = mlp_hidden if mlp_hidden is not None else H * D // d
     if not isinstance(H2, int) or H2 < H or (side_by_side and H2 != k * H):
         need = f"{k * H} (side by side)" if side_by_side else f">= the source's {H}"
         raise ValueError(f"ligo: mlp_hidden={H2!r} must be {need}")
@@ -244,22 +250,22 @@ def grown_config(sources, n_layer, n_embd, mlp_hidden, depth_init):
         raise ValueError("ligo: nothing to grow (n_layer, n_embd and mlp_hidden unchanged)")
     plan = depth_plan(depths, L2, depth_init, side_by_side)
     windows = [sources[pairs[0][0]][0].window(pairs[0][1]) for pairs in plan]
-    args = dict(cfg0.to_dict(), n_layer=L2, n_embd=D, n_head=cfg0.n_head * f,
-                n_kv_head=cfg0.n_kv_head and cfg0.n_kv_head * f, mlp_hidden=H2 if H2 != 4 * D else None,
+    args = dict(cfg0.to_dict(), n_layer=L2, n_embd=D, n_head=D // hd,
+                n_kv_head=cfg0.n_kv_head and D // group, mlp_hidden=H2 if H2 != 4 * D else None,
                 tie_embeddings=cfg0.tie_embeddings and D == d,
                 attn_window=windows if len(set(windows)) > 1 else windows[0] or None)
     return GPTConfig.from_dict(args), plan, side_by_side
 
 
 def grow(sources, n_layer=None, n_embd=None, mlp_hidden=None, depth_init='stack', batches=None, steps=100,
-         lr=1e-3, device='cpu', autocast=nullcontext):
-    """Grow plain sources [(model_args, state_dict), ...] with LiGO. The operator starts as
-    depth_init (stack | interleave) in depth and Net2Net / side-by-side copies in width, then trains
-    `steps` Adam steps (learning rate lr) on the grown model's LM loss over `batches`, an iterable of
-    (X, Y) token tensors (B, T), with the sources frozen. autocast: a callable giving the caller's
-    mixed-precision context. Returns (state_dict on the CPU in the sources' dtype, model_args, info);
-    info counts the operator's training: steps, tokens, FLOPs, losses, wall time. The sources are not
-    modified."""
+         lr=1e-2, device='cpu', autocast=nullcontext):
+    """Grow plain sources [(model_args, state_dict), ...] with LiGO. The operator starts as depth_init
+    (stack | interleave) in depth and Net2Net / side-by-side copies in width, then trains `steps` Adam
+    steps (learning rate lr; lr / source size for the width maps) on the grown model's LM loss over
+    `batches`, an iterable of (X, Y) token tensors (B, T), with the sources frozen. autocast: a callable
+    giving the caller's mixed-precision context. Returns (state_dict on the CPU in the sources' dtype,
+    model_args, info); info counts the operator's training: steps, tokens, FLOPs, losses, wall time.
+    The sources are not modified."""
     t0 = time.time()
     src = check_sources(sources)
     cfg, plan, side_by_side = grown_config(src, n_layer, n_embd, mlp_hidden, depth_init)
@@ -283,7 +289,11 @@ def grow(sources, n_layer=None, n_embd=None, mlp_hidden=None, depth_init='stack'
     if cfg.pos == 'rope':
         cos, sin = rope_tables(cfg)
         buffers = {'rope_cos': cos.to(device), 'rope_sin': sin.to(device)}
-    opt = torch.optim.Adam(op.parameters(), lr=lr) if steps else None
+    # a map's entries each move by about lr per Adam step, and a grown row sums d of them: lr / d keeps a
+    # map's step about as large, relative to the weights, as a depth coefficient's step of lr
+    groups = [dict(params=list(op.depth.values()) + list(op.mix.values()), lr=lr)]
+    groups += [dict(params=[B], lr=lr / B.shape[1]) for B in op.maps.values()]
+    opt = torch.optim.Adam(groups) if steps else None
     batches = iter(batches) if steps else None
     losses, tokens = [], 0
     for step in range(steps):
@@ -292,7 +302,8 @@ def grow(sources, n_layer=None, n_embd=None, mlp_hidden=None, depth_init='stack'
         except StopIteration:
             raise ValueError(f"ligo: the data ran out after {step} of {steps} steps") from None
         if X.dim() != 2 or X.shape != Y.shape or X.shape[1] > cfg.block_size:
-            raise ValueError(f"ligo: batches must be (X, Y) pairs of shape (B, T) with T <= block_size {cfg.block_size}, got {tuple(X.shape)}, {tuple(Y.shape)}")
+            raise ValueError(f"ligo: batches must be (X, Y) pairs of shape (B, T) with T <= block_size "
+                             f"{cfg.block_size}, got {tuple(X.shape)}, {tuple(Y.shape)}")
         if X.min() < 0 or X.max() >= cfg.vocab_size:
             raise ValueError(f"ligo: token ids must be in 0..{cfg.vocab_size - 1}, got {X.min().item()}..{X.max().item()}")
         X, Y = X.to(device), Y.to(device)
