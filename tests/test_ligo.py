@@ -111,7 +111,7 @@ def test_training_the_operator_lowers_heldout_loss_and_keeps_the_source(shared):
     cfg = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=len(chars))
     small = GPT(cfg)
     opt = torch.optim.AdamW(small.parameters(), lr=3e-3)
-    for _, (x, y) in zip(range(150), text_batches(train, 16, 32, 0)):
+    for _, (x, y) in zip(range(100), text_batches(train, 16, 32, 0)):
         loss = small(x, y)[1]
         opt.zero_grad()
         loss.backward()
@@ -128,12 +128,13 @@ def test_training_the_operator_lowers_heldout_loss_and_keeps_the_source(shared):
 
     options = dict(n_layer=4, n_embd=64)
     start = heldout(*ligo.grow([source], steps=0, **options)[:2])
-    sd, args, info = ligo.grow([source], batches=text_batches(train, 16, 32, 2), steps=30, lr=1e-3, **options)
-    assert heldout(sd, args) < start - 0.01
+    sd, args, info = ligo.grow([source], batches=text_batches(train, 16, 32, 2), steps=20, **options)
+    end = heldout(sd, args)
+    assert end < start - 0.01, (start, end)
     assert all(torch.equal(before[k], v) for k, v in source[1].items())
     grown = GPT(GPTConfig.from_dict(args))
-    assert info['steps'] == 30 and info['tokens'] == 30 * 16 * 32 and len(info['losses']) == 30
-    assert info['flops'] == grown.flops_per_token() * info['tokens'] + 4 * 30 * info['flops_build'] and info['flops_build'] > 0
+    assert info['steps'] == 20 and info['tokens'] == 20 * 16 * 32 and len(info['losses']) == 20
+    assert info['flops'] == grown.flops_per_token() * info['tokens'] + 4 * 20 * info['flops_build'] and info['flops_build'] > 0
 
 
 @pytest.mark.parametrize('sources, options, message', [
