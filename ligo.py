@@ -20,7 +20,8 @@ The operator, factorised (never a (D*D) x (d*d) matrix):
   ln_1, ln_2) a table D_kind (grown layers x all source layers, concatenated a's then b's ...):
   grown layer l = sum_j D_kind[l, j] * (width-grown source layer j). Embeddings, wpe, ln_f and head mix
   the sources with one learned coefficient per source.
-Sources: one model (residual d -> any multiple D), several models of one width d with D = d (depth
+Sources: one model (residual d -> D >= d in whole heads; the init is exact, Net2Net, when D is a multiple
+of d, otherwise the norms see the copied dimensions twice), several models of one width d with D = d (depth
 mixing over their concatenated layers, embeddings from the first), or k models side by side, D = k*d
 (each source's residual stream, heads and MLP units in their own block; block-diagonal at init, head
 averaging the k models' logits).
@@ -272,7 +273,8 @@ def grow(sources, n_layer=None, n_embd=None, mlp_hidden=None, depth_init='stack'
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"ligo: steps must be an integer >= 0, got {steps!r}")
     if steps and batches is None:
-        raise ValueError(f"ligo: training the operator for {steps} steps needs data (batches); steps=0 gives the direct operator")
+        raise ValueError(f"ligo: training the operator for {steps} steps needs data (batches); "
+                         "steps=0 gives the direct operator")
     k = len(src)
     first_only = k > 1 and not side_by_side  # depth over several sources: embeddings and head from the first
 
@@ -305,7 +307,8 @@ def grow(sources, n_layer=None, n_embd=None, mlp_hidden=None, depth_init='stack'
             raise ValueError(f"ligo: batches must be (X, Y) pairs of shape (B, T) with T <= block_size "
                              f"{cfg.block_size}, got {tuple(X.shape)}, {tuple(Y.shape)}")
         if X.min() < 0 or X.max() >= cfg.vocab_size:
-            raise ValueError(f"ligo: token ids must be in 0..{cfg.vocab_size - 1}, got {X.min().item()}..{X.max().item()}")
+            raise ValueError(f"ligo: token ids must be in 0..{cfg.vocab_size - 1}, "
+                             f"got {X.min().item()}..{X.max().item()}")
         X, Y = X.to(device), Y.to(device)
         with autocast():
             _, loss = functional_call(model, {**op.tensors(recompute=True), **buffers}, (X, Y))

@@ -1,7 +1,6 @@
 """ligo.py: before training LiGO is exactly the direct operator it starts from (stack, interleave, Net2Net,
 both; one and two sources), side by side is block-diagonal, training on real text lowers the held-out
 loss and leaves the sources alone, and bad input is a one-line ValueError."""
-import numpy as np
 import pytest
 import torch
 
