@@ -310,7 +310,7 @@ def grow(sources, n_layer=None, n_embd=None, mlp_hidden=None, depth_init='stack'
             raise ValueError(f"ligo: token ids must be in 0..{cfg.vocab_size - 1}, "
                              f"got {X.min().item()}..{X.max().item()}")
         X, Y = X.to(device), Y.to(device)
-        with autocast():
+        with torch.enable_grad(), autocast():  # grow.py builds its outputs under no_grad
             _, loss = functional_call(model, {**op.tensors(recompute=True), **buffers}, (X, Y))
         opt.zero_grad(set_to_none=True)
         loss.backward()

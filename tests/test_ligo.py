@@ -155,6 +155,16 @@ def test_bad_input_is_one_line_value_error(sources, options, message):
     assert '\n' not in str(e.value) and str(e.value).startswith('ligo: ')
 
 
+def test_trains_inside_no_grad():
+    """grow.py runs its methods under torch.no_grad(); the operator's steps must still learn."""
+    x = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+    start, _, _ = ligo.grow([pair(make(0))], n_layer=6, steps=0)
+    with torch.no_grad():
+        sd, _, info = ligo.grow([pair(make(0))], n_layer=6, batches=[(x, x.roll(-1, 1))] * 3, steps=3)
+    assert len(info['losses']) == 3 and info['losses'][-1] < info['losses'][0]
+    assert not torch.equal(sd['transformer.h.5.mlp.c_fc.weight'], start['transformer.h.5.mlp.c_fc.weight'])
+
+
 def test_data_running_out_is_an_error():
     x = torch.zeros(2, 16, dtype=torch.long)
     with pytest.raises(ValueError, match='ran out after 2 of 5'):
