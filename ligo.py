@@ -49,7 +49,7 @@ def check_sources(sources):
         raise ValueError("ligo: no sources (give a list of (model_args, state_dict) pairs)")
     out = []
     for j, pair in enumerate(sources):
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], dict) and isinstance(pair[1], dict)):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, dict) for x in pair)):
             raise ValueError(f"ligo: source {j} is not a (model_args, state_dict) pair")
         args, sd = pair[0], strip_prefixes(pair[1])
         try:
@@ -57,7 +57,8 @@ def check_sources(sources):
         except (TypeError, ValueError) as e:
             raise ValueError(f"ligo: source {j}: bad model_args ({e})") from None
         if cfg.layer_map is not None or cfg.lora_rank or cfg.ia3 or cfg.lowrank_attn or cfg.lowrank_mlp:
-            raise ValueError(f"ligo: source {j} has virtual layers, adapters or low-rank factors; give a plain model (GPT.merged())")
+            raise ValueError(f"ligo: source {j} has virtual layers, adapters or low-rank factors; "
+                             "give a plain model (GPT.merged())")
         with torch.device('meta'):
             want = {k: tuple(v.shape) for k, v in GPT(cfg).state_dict().items()}
         for k in sorted(set(want) | set(sd)):
@@ -330,5 +331,5 @@ def grow(sources, n_layer=None, n_embd=None, mlp_hidden=None, depth_init='stack'
     info = dict(steps=steps, tokens=tokens, flops=float(flops), flops_build=float(build), lr=lr,
                 loss_start=losses[0] if losses else None, loss_end=losses[-1] if losses else None, losses=losses,
                 operator_params=sum(p.numel() for p in op.parameters()), time=time.time() - t0,
-                mode='side_by_side' if side_by_side else 'depth' if first_only else 'one source')
+                mode='side_by_side' if side_by_side else 'depth' if first_only else 'one_source')
     return sd, cfg.to_dict(), info
