@@ -682,6 +682,20 @@ def tie(src, n_layer=None, init='average', lora_rank=None, lora_alpha=16.0):
     layers = [dict(origin=f'a:{l}', new=False, block=l % K) for l in range(L)]
     return Grown(blocks=blocks, layers=layers, args=args, adapters=adapters, info=dict(trainable='all', shared_init=picked))
 
+def learned(src, batches, n_layer=None, n_embd=None, mlp_hidden=None, depth_init='stack', ligo_steps=100, ligo_lr=1e-2):
+    """G_learn: LiGO (ligo.py), from one source or several (their layers mixed in depth, or side by side
+    in width). The operator's own training (ligo_steps steps on `batches`) is counted as the grown
+    model's cost: its tokens, FLOPs and time go into the checkpoint's totals."""
+    import ligo  # only this method needs it
+    sd, args, info = ligo.grow([(s.args, s.state_dict()) for s in src], n_layer=n_layer, n_embd=n_embd,
+                               mlp_hidden=mlp_hidden, depth_init=depth_init, batches=batches, steps=ligo_steps, lr=ligo_lr)
+    blocks, rest = split_layers(sd, args['n_layer'])
+    layers = [dict(origin='ligo', new=False, block=i) for i in range(len(blocks))]
+    operator = dict(tokens=info['tokens'], flops=info['flops'], time=info['time'])
+    return Grown(blocks=blocks, layers=layers, args=args, rest=rest,
+                 info=dict(ligo={k: v for k, v in info.items() if k != 'losses'}, operator=operator))
+
+
 # -----------------------------------------------------------------------------
 # the registry: every method, the options it takes (nothing else reaches it), how many sources
 
@@ -714,6 +728,8 @@ METHODS = {
                     "wider residual (and heads), MLP hidden: net2net copies (G_direct), zero (G_zero), random (G_random)"),
     'tie': Method(tie, ('n_layer', 'init', 'lora_rank', 'lora_alpha'), 1,
                   "Relaxed Recursive Transformer: shared blocks looped, SVD-initialised LoRA per layer"),
+    'ligo': Method(learned, ('n_layer', 'n_embd', 'mlp_hidden', 'depth_init', 'ligo_steps', 'ligo_lr'), None,
+                   "LiGO / G_learn in depth and width: a learned linear map from the sources' weights", needs_data=True),
 }
 
 
@@ -790,10 +806,11 @@ def grow(sources, method, names=None, head_from=None, seed=0, batches=None, **op
             infos[-1]['provenance'] = ck['provenance']
     provenance = dict(sources=infos, method=method, options=dict(options, seed=seed, head_from=head.letter),
                       layers=out.layers, new_blocks=out.new_blocks, **out.info)
+    operator = out.info.get('operator', {})  # what a learned operator's own training cost
     return make_checkpoint(sd, args, tokenizer=sources[src.index(head)].get('tokenizer'), provenance=provenance,
-                           tokens_seen=sum(ck.get('tokens_seen') or 0 for ck in sources),
-                           flops_spent=sum(ck.get('flops_spent') or 0.0 for ck in sources),
-                           elapsed=sum(ck.get('elapsed') or 0.0 for ck in sources))
+                           tokens_seen=sum(ck.get('tokens_seen') or 0 for ck in sources) + operator.get('tokens', 0),
+                           flops_spent=sum(ck.get('flops_spent') or 0.0 for ck in sources) + operator.get('flops', 0.0),
+                           elapsed=sum(ck.get('elapsed') or 0.0 for ck in sources) + operator.get('time', 0.0))
 
 # -----------------------------------------------------------------------------
 # command line
@@ -839,7 +856,7 @@ def main(argv=None):
     g.add_argument('--lora_alpha', type=float)
     g.add_argument('--ia3', action='store_true', help="IA3 adapters per logical layer (identity at first)")
     g.add_argument('--adapter_layers', help="all | virtual (adapters only on repeated occurrences of a block; with --tied)")
-    g = p.add_argument_group('width / tie / lesa')
+    g = p.add_argument_group('width / tie / lesa / ligo')
     g.add_argument('--n_embd', type=int, help="width: new residual width (net2net: a multiple of the old; else whole heads)")
     g.add_argument('--mlp_hidden', type=int, help="width: new MLP hidden size (any larger size)")
     g.add_argument('--init', help="width: new units net2net | zero | random; tie: shared block init average | stepwise | lower")
@@ -850,6 +867,9 @@ def main(argv=None):
     g.add_argument('--lesa_lr', type=float)
     g.add_argument('--lesa_batch', type=int)
     g.add_argument('--lesa_max_rows', type=int, help="lesa: samples per epoch per matrix type (default 2048)")
+    g.add_argument('--depth_init', help="ligo: the direct operator it starts from in depth, stack | interleave")
+    g.add_argument('--ligo_steps', type=int, help="ligo: training steps of the operator on --data (default 100)")
+    g.add_argument('--ligo_lr', type=float, help="ligo: Adam learning rate of the depth tables (maps: lr / source size)")
     a = p.parse_args(argv)
     try:
         options = {k: v for k, v in vars(a).items()

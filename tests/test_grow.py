@@ -441,6 +441,24 @@ def test_cli_writes_a_checkpoint_with_provenance(tmp_path, repo):
     assert not [p for p in (tmp_path / 'out').iterdir() if p.name != 'fm.pt']  # no temp files left
 
 
+def test_cli_ligo_learns_from_data_and_counts_its_cost(tmp_path, repo):
+    a, data = tmp_path / 'a.pt', tmp_path / 'data'
+    save_checkpoint(make(0), a)
+    data.mkdir()
+    for split in ('train', 'val'):
+        torch.randint(0, 64, (3000,), generator=torch.Generator().manual_seed(1)).numpy().astype('uint16').tofile(data / f'{split}.bin')
+    r = run(repo, '--method', 'ligo', '--n_layer', 8, '--ligo_steps', 2, '--out', tmp_path / 'g.pt', a)
+    assert r.returncode != 0 and r.stderr.strip() == 'error: method ligo needs training data (--data DIR)'
+    assert not (tmp_path / 'g.pt').exists()
+    r = run(repo, '--method', 'ligo', '--n_layer', 8, '--ligo_steps', 2, '--batch_size', 3, '--data', data,
+            '--out', tmp_path / 'g.pt', a)
+    assert r.returncode == 0, r.stderr
+    g = load_checkpoint(tmp_path / 'g.pt')
+    info = g['provenance']['ligo']
+    assert g['model_args']['n_layer'] == 8 and info['steps'] == 2 and info['tokens'] == 2 * 3 * 16
+    assert g['tokens_seen'] == 1000 + info['tokens'] and g['flops_spent'] == 1e9 + info['flops'] > 1e9
+
+
 def test_cli_bad_inputs_fail_in_one_line_without_output(tmp_path, repo):
     a, b, wide = tmp_path / 'a.pt', tmp_path / 'b.pt', tmp_path / 'wide.pt'
     save_checkpoint(make(0), a)

@@ -253,3 +253,16 @@ def test_readme_torchrun_command(repo, data, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert 'note: gradient_accumulation_steps=1 does not divide among 2 processes; using 1 per process' in p.stderr
     assert [r['iter'] for r in records(tmp_path, 'train')] == [0, 1] and p.stdout == ''
+
+
+def test_ligo_inside_a_run_counts_the_operator_and_resumes_exactly(repo, data, tmp_path):
+    grow = ['--grow_at_iter=4', '--grow_method=ligo', "--grow_options={'n_layer': 4, 'ligo_steps': 3}"]
+    train(repo, data, tmp_path / 'a', *grow)
+    g = grow_records(tmp_path / 'a')
+    assert len(g) == 1 and (g[0]['method'], g[0]['n_layer_after']) == ('ligo', 4)
+    before = [r for r in records(tmp_path / 'a', 'eval') if r['iter'] == 4][0]
+    assert g[0]['operator_flops'] > 0 and g[0]['flops'] == before['flops'] + g[0]['operator_flops']
+    assert g[0]['tokens'] == before['tokens'] + 3 * 4 * 16  # the operator's 3 batches of the run's stream
+    train(repo, data, tmp_path / 'b', *grow, '--max_iters=6')
+    train(repo, data, tmp_path / 'b', '--init_from=resume', '--max_iters=8')
+    assert [r for r in losses(tmp_path / 'b') if r[:2] != ('eval', 6)] == losses(tmp_path / 'a')
