@@ -48,6 +48,12 @@ def test_cache_is_per_machine(cpu, monkeypatch):
     assert cpu['probed'] == [256, 256]
 
 
+def test_sampling_on_cpu_stays_float32(cpu):
+    p = device.choose('cpu', 'auto', width=512, sampling=True)
+    assert p.dtype == 'float32' and 'sampling' in p.reason and cpu['probed'] == []
+    assert device.choose('cpu', 'bfloat16', sampling=True).dtype == 'bfloat16'  # explicit still wins
+
+
 def test_near_tie_stays_float32(cpu):
     cpu['speedup'] = 1.01
     assert device.choose('cpu', 'auto', width=64).dtype == 'float32'
