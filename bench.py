@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from configurator import configure
+from device import choose
 from model import GPT, GPTConfig
 
 defaults = dict(
@@ -213,12 +214,17 @@ if slow_bf16 and any(m.startswith('bf16') for m in mode_list + [mode]):
     say(f"note: bf16 matmuls run at {peak['bf16'] / 1e9:.1f} GFLOP/s here (no native bf16); skipping the bf16 modes")
     mode_list = [m for m in mode_list if not m.startswith('bf16')] or ['fp32-eager']
     mode = mode if not mode.startswith('bf16') else 'fp32-eager'
+try:
+    auto = choose('cpu', 'auto', width=n_embd)  # what train.py's dtype='auto' picks for this model here
+except ValueError as e:
+    sys.exit(f"error: {e}")
 results['machine'] = dict(cpu=cpu_name, cores=os.cpu_count(), torch=torch.__version__,
                           threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(),
-                          peak_flops=peak, others_load_at_start=idle_load)
-table("machine", ['cpu', 'cores', 'torch', 'threads (intra/inter-op)', 'peak fp32 matmul', 'peak bf16 matmul'],
+                          peak_flops=peak, auto_dtype=auto.dtype, auto_reason=auto.reason, others_load_at_start=idle_load)
+table("machine", ['cpu', 'cores', 'torch', 'threads (intra/inter-op)', 'peak fp32 matmul', 'peak bf16 matmul', "dtype='auto' picks"],
       [[cpu_name, os.cpu_count(), torch.__version__, f"{torch.get_num_threads()}/{torch.get_num_interop_threads()}",
-        f"{peak['fp32'] / 1e9:,.0f} GFLOP/s", f"{peak['bf16'] / 1e9:,.1f} GFLOP/s" + (" (emulated: bf16 modes skipped)" if slow_bf16 else "")]])
+        f"{peak['fp32'] / 1e9:,.0f} GFLOP/s", f"{peak['bf16'] / 1e9:,.1f} GFLOP/s" + (" (emulated: bf16 modes skipped)" if slow_bf16 else ""),
+        f"{auto.dtype} ({auto.reason})"]])
 
 # -----------------------------------------------------------------------------
 # one training step exactly as train.py takes it: autocast forward, backward, clip, AdamW
@@ -474,7 +480,7 @@ if 'nanogpt' in sections:
         ms = [float(t) for t in re.findall(r'^iter \d+: loss [\d.]+, time ([\d.]+)ms', p.stdout, re.M)]
         vals = re.findall(r'^step \d+: train loss [\d.]+, val loss ([\d.]+)', p.stdout, re.M)
         if not ms or not vals:
-            sys.exit(f"error: could not read iteration times and val loss from nanoGPT's output")
+            sys.exit("error: could not read iteration times and val loss from nanoGPT's output")
         return ms, float(vals[-1]), 'float32'
 
     programs = {'nanogrow': run_nanogrow, 'nanoGPT': run_nanogpt}
