@@ -12,7 +12,8 @@ Benchmarks on the machine at hand (CPU first). Each section prints a markdown ta
             train.py and nanoGPT's train.py side by side: same model, optimizer, lr schedule and data,
             each run side_iters iterations, taking turns side_rounds times; prints each program's
             median ms/iter, its own final val loss, and the speed ratio. nanogrow runs at its defaults
-            (dtype auto); nanoGPT's CPU path is always float32
+            (dtype auto); nanoGPT's CPU path is always float32. With --clock=cpu --threads=1 the ms/iter
+            is CPU time (a 2-iteration run's subtracted from the full run's), robust to other load
 The default model is nanoGPT's shakespeare_char CPU reference config; batches are drawn from a
 random (but learnable) token chain, or from train.bin of a prepared data_dir.
 
@@ -78,12 +79,12 @@ bad = sorted(set(sections) - {'train', 'adapters', 'generate', 'memory', 'loss',
 if bad:
     sys.exit(f"error: unknown section(s) {bad} in --only; valid: train, adapters, generate, memory, loss, nanogpt")
 if 'nanogpt' in sections:
-    if not os.path.isfile(os.path.join(nanogpt, 'train.py')):
+    if not (nanogpt and os.path.isfile(os.path.join(nanogpt, 'train.py'))):
         sys.exit(f"error: --nanogpt={nanogpt!r} is not a nanoGPT checkout (no train.py there)")
     if not (data_dir and os.path.isfile(os.path.join(data_dir, 'val.bin'))):
         sys.exit("error: the nanogpt section needs --data_dir of a prepared dataset (train.bin, val.bin, meta.json)")
-    if side_iters < 2 or side_rounds < 1 or side_eval_iters < 1:
-        sys.exit("error: side_iters must be >= 2, side_rounds and side_eval_iters >= 1")
+    if side_iters < 3 or side_rounds < 1 or side_eval_iters < 1:
+        sys.exit("error: side_iters must be >= 3, side_rounds and side_eval_iters >= 1")
 mode_list = [m for m in modes.split(',') if m]
 for m in mode_list + [mode]:
     if m not in ('fp32-eager', 'fp32-compile', 'bf16-eager', 'bf16-compile'):
@@ -450,17 +451,22 @@ if 'nanogpt' in sections:
     with open(os.path.join(link_data, 'meta.pkl'), 'wb') as f:
         pickle.dump({'vocab_size': vocab_size}, f)
     os.symlink(os.path.abspath(os.path.join(nanogpt, 'configurator.py')), os.path.join(scratch.name, 'configurator.py'))
-    same = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, batch_size=batch_size,
-                bias=bias, dropout=float(dropout), learning_rate=float(learning_rate), weight_decay=float(weight_decay),
-                beta1=float(beta1), beta2=float(beta2), grad_clip=float(grad_clip), gradient_accumulation_steps=1,
-                max_iters=side_iters, lr_decay_iters=side_iters, warmup_iters=max(1, side_iters // 10),
-                min_lr=float(learning_rate) / 10, eval_interval=side_iters, eval_iters=side_eval_iters, log_interval=1,
-                device='cpu', compile=side_compile, always_save_checkpoint=False)
+    def same(iters):  # the settings both programs get
+        return dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, batch_size=batch_size,
+                    bias=bias, dropout=float(dropout), learning_rate=float(learning_rate), weight_decay=float(weight_decay),
+                    beta1=float(beta1), beta2=float(beta2), grad_clip=float(grad_clip), gradient_accumulation_steps=1,
+                    max_iters=iters, lr_decay_iters=iters, warmup_iters=max(1, iters // 10), min_lr=float(learning_rate) / 10,
+                    eval_interval=iters, eval_iters=side_eval_iters, log_interval=1, device='cpu', compile=side_compile,
+                    always_save_checkpoint=False)
     env = dict(os.environ, **({'OMP_NUM_THREADS': str(threads)} if threads > 0 else {}))
     skip = min(5, side_iters // 5)  # first iterations: allocation, warm-up (and compilation)
 
-    def run_nanogrow(out):
-        args = [f'--{k}={v}' for k, v in same.items()] + [f'--data_dir={data_dir}', f'--dtype={side_dtype}',
+    def children_cpu():
+        u = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return u.ru_utime + u.ru_stime
+
+    def run_nanogrow(out, iters):
+        args = [f'--{k}={v}' for k, v in same(iters).items()] + [f'--data_dir={data_dir}', f'--dtype={side_dtype}',
                                                            f'--out_dir={out}', '--progress=False', f'--seed={seed}']
         p = subprocess.run([sys.executable, os.path.join(repo, 'train.py')] + args, cwd=repo, env=env, capture_output=True, text=True)
         if p.returncode != 0:
@@ -471,8 +477,8 @@ if 'nanogpt' in sections:
         dt = re.search(r'dtype (\w+)', p.stdout + p.stderr)
         return ms, val, dt.group(1) if dt else '?'
 
-    def run_nanogpt(out):
-        args = [f'--{k}={v}' for k, v in same.items()] + ['--dataset=bench', '--dtype=float32', f'--out_dir={out}']
+    def run_nanogpt(out, iters):
+        args = [f'--{k}={v}' for k, v in same(iters).items()] + ['--dataset=bench', '--dtype=float32', f'--out_dir={out}']
         p = subprocess.run([sys.executable, os.path.abspath(os.path.join(nanogpt, 'train.py'))] + args,
                            cwd=scratch.name, env=env, capture_output=True, text=True)
         if p.returncode != 0:
@@ -489,10 +495,15 @@ if 'nanogpt' in sections:
     for r in range(side_rounds):
         for name, run in programs.items():
             say(f"nanogpt: round {r + 1}/{side_rounds}, {name}'s train.py, {side_iters} iterations")
-            t0 = time.perf_counter()
-            ms, val, dt = run(os.path.join(scratch.name, f'out-{name}-{r}'))
-            runs[name].append(dict(ms_per_iter=statistics.median(ms[skip:]), val_loss=val, dtype=dt,
-                                   seconds=time.perf_counter() - t0))
+            t0, c0 = time.perf_counter(), children_cpu()
+            ms, val, dt = run(os.path.join(scratch.name, f'out-{name}-{r}'), side_iters)
+            entry = dict(ms_per_iter=statistics.median(ms[skip:]), val_loss=val, dtype=dt, seconds=time.perf_counter() - t0)
+            if clock == 'cpu':  # CPU ms per iteration, robust to other load: the CPU time of a 2-iteration
+                # run (start-up, data, the same two evals) subtracted from the full run's
+                cpu_full, c0 = children_cpu() - c0, children_cpu()
+                run(os.path.join(scratch.name, f'out-{name}-{r}-short'), 2)
+                entry['ms_per_iter'] = (cpu_full - (children_cpu() - c0)) / (side_iters - 2) * 1e3
+            runs[name].append(entry)
     load_after = os.getloadavg()
     scratch.cleanup()
     res, rows = {}, []
@@ -509,7 +520,7 @@ if 'nanogpt' in sections:
     table(f"side by side with nanoGPT's train.py ({os.path.abspath(nanogpt)}): n_layer={n_layer} n_head={n_head} "
           f"n_embd={n_embd} block_size={block_size} batch_size={batch_size} bias={bias}, {side_iters} iterations per run, "
           f"val loss on {side_eval_iters} batches (each program's own eval); load average {load_before[0]:.1f} -> {load_after[0]:.1f}",
-          ['program', 'dtype', 'ms/iter (median)', 'tok/s', 'ms/iter per run', 'val loss per run', 'speed vs nanoGPT'], rows)
+          ['program', 'dtype', f'ms/iter ({clock} clock)', 'tok/s', 'ms/iter per run', 'val loss per run', 'speed vs nanoGPT'], rows)
 
 load = others_load(start)
 results['machine']['others_load_during_run'] = load
