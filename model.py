@@ -505,30 +505,30 @@ class GPT(nn.Module):
     def new_kv_cache(self):
         return [[None, None] for _ in range(self.config.n_logical)]
 
-    @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True):
         """Sample max_new_tokens after idx (B, T); temperature 0 is greedy. With the cache each
         step runs one token; when the window is full we re-run the cropped context."""
         bs, cache = self.config.block_size, None
-        for _ in range(max_new_tokens):
-            if not use_cache:
-                logits, _ = self(idx[:, -bs:])
-            elif cache is None or cache[0][0].size(2) + 1 > bs:
-                cache = self.new_kv_cache()
-                logits, _ = self(idx[:, -bs:], kv_cache=cache)
-            else:
-                logits, _ = self(idx[:, -1:], kv_cache=cache)
-            logits = logits[:, -1, :].float()
-            if temperature == 0:
-                idx_next = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                    logits[logits < v[:, [-1]]] = -float('Inf')
-                idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
-            idx = torch.cat((idx, idx_next), dim=1)
-        return idx
+        with torch.inference_mode():  # no autograd bookkeeping at all: a cached step is ~150 tiny ops
+            for _ in range(max_new_tokens):
+                if not use_cache:
+                    logits, _ = self(idx[:, -bs:])
+                elif cache is None or cache[0][0].size(2) + 1 > bs:
+                    cache = self.new_kv_cache()
+                    logits, _ = self(idx[:, -bs:], kv_cache=cache)
+                else:
+                    logits, _ = self(idx[:, -1:], kv_cache=cache)
+                logits = logits[:, -1, :].float()
+                if temperature == 0:
+                    idx_next = logits.argmax(dim=-1, keepdim=True)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None:
+                        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                        logits[logits < v[:, [-1]]] = -float('Inf')
+                    idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+                idx = torch.cat((idx, idx_next), dim=1)
+        return idx.clone()  # an ordinary tensor again: inference tensors cannot be saved for backward
 
     def crop_block_size(self, block_size):
         # model surgery to use a smaller context than the checkpoint was trained with

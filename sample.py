@@ -32,7 +32,7 @@ torch.manual_seed(seed)
 
 try:
     ckpt = load_any(out_dir if init_from == 'resume' else init_from)
-    policy = choose(device, dtype, width=ckpt['model_args']['n_embd'])
+    policy = choose(device, dtype, width=ckpt['model_args']['n_embd'], sampling=True)
     model = build_model(ckpt)
     if not ckpt.get('tokenizer'):
         raise ValueError("the checkpoint records no tokenizer (its training data had no meta.json)")

@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# dtype='auto' picks bf16 on CPUs that compute it natively (device.py); tests compare numbers across runs,
+# processes and machines, so they run in float32 unless a test asks otherwise (tests/test_device.py does)
+os.environ.setdefault('NANOGROW_CPU_BF16', 'off')
 SHARED = REPO.parent / "shared"
 
 

@@ -266,3 +266,10 @@ def test_ligo_inside_a_run_counts_the_operator_and_resumes_exactly(repo, data, t
     train(repo, data, tmp_path / 'b', *grow, '--max_iters=6')
     train(repo, data, tmp_path / 'b', '--init_from=resume', '--max_iters=8')
     assert [r for r in losses(tmp_path / 'b') if r[:2] != ('eval', 6)] == losses(tmp_path / 'a')
+
+
+def test_auto_dtype_is_bf16_where_the_cpu_computes_it(repo, data, tmp_path):
+    p = train(repo, data, tmp_path, '--max_iters=4', env={'NANOGROW_CPU_BF16': 'on'})
+    assert 'dtype bfloat16 (' in p.stderr, p.stderr[-2000:]
+    ev = records(tmp_path, 'eval')
+    assert all(math.isfinite(r['val_loss']) for r in ev) and ev[-1]['val_loss'] < ev[0]['val_loss']
