@@ -21,8 +21,9 @@ saved): the next call resumes them. A failed run is reported (exit code, last li
 on. At the end compare.py makes the table of the finished runs and writes results/<name>.csv (the small per-run
 summary, for git: `python compare.py --from_csv results/<name>.csv` remakes the table) and results/<name>.png.
 
-Runs built from other runs (grow two small models into one, or import a pretrained model first) use two arm keys
-that are the runner's, not train.py's:
+Three arm keys are the runner's, not train.py's: 'seeds' (this arm's seeds instead of the study's, e.g. more seeds
+for the reference arm than for the others), and for runs built from other runs (grow two small models into one,
+or import a pretrained model first):
   'after': ['a', 'b']     the arms whose run of the same seed must have finished first (the runner waits for them;
                           --only takes the unfinished ones along)
   'before': [(out, cmd)]  commands run in order before train.py starts afresh, each skipped when its output file
@@ -49,6 +50,7 @@ import types
 import compare
 
 KEYS = {'name': str, 'base': str, 'seeds': list, 'arms': dict, 'losses': list, 'scratch': str}
+RUNNER_KEYS = ('after', 'before', 'seeds')  # arm keys for the runner, not for train.py
 NAME = re.compile(r'[A-Za-z0-9_.-]+')  # study and arm names are directory names
 TRAIN = [sys.executable, os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py'))]
 
@@ -73,9 +75,11 @@ def load_study(path):
             raise ValueError(f"{path}: {k} is missing")
         if not isinstance(study[k], t):
             raise ValueError(f"{path}: {k} must be a {t.__name__}, got {study[k]!r}")
-    seeds, arms = study['seeds'], study['arms']
-    if not seeds or any(type(s) is not int for s in seeds) or len(set(seeds)) < len(seeds):
-        raise ValueError(f"{path}: seeds must be distinct ints, got {seeds!r}")
+    arms = study['arms']
+    for where, seeds in [('seeds', study['seeds'])] + [(f"arm {a!r}: seeds", o['seeds']) for a, o in arms.items()
+                                                        if isinstance(o, dict) and 'seeds' in o]:
+        if not isinstance(seeds, list) or not seeds or any(type(s) is not int for s in seeds) or len(set(seeds)) < len(seeds):
+            raise ValueError(f"{path}: {where} must be distinct ints, got {seeds!r}")
     if any(type(x) not in (int, float) for x in study['losses']):
         raise ValueError(f"{path}: losses must be numbers, got {study['losses']!r}")
     if not arms:
@@ -95,6 +99,11 @@ def load_study(path):
         if not isinstance(before, list) or not all(isinstance(b, (tuple, list)) and len(b) == 2 and
                                                    all(isinstance(x, str) and x for x in b) for b in before):
             raise ValueError(f"{path}: arm {arm!r}: before must be a list of (output file, command), got {before!r}")
+    for arm, overrides in arms.items():
+        for a in overrides.get('after', []):
+            missing = set(arm_seeds(study, arm)) - set(arm_seeds(study, a))
+            if missing:
+                raise ValueError(f"{path}: arm {arm!r} needs {a!r}, which has no seed {min(missing)}")
     needed(arms, arms, path)  # no cycle among the arms' `after`
     if study['scratch'] not in arms:
         raise ValueError(f"{path}: scratch={study['scratch']!r} is not an arm ({', '.join(arms)})")
@@ -121,6 +130,10 @@ def needed(arms, wanted, path=''):
     return order
 
 
+def arm_seeds(study, arm):
+    return study['arms'][arm].get('seeds', study['seeds'])
+
+
 def fill(text, names):
     """text with {seed}, {run} and {runs} filled in (plain replacement: other braces, e.g. of dicts, stay)."""
     for k, v in names.items():
@@ -134,10 +147,10 @@ def plan(study, only=None):
     runs = []
     arms = study['arms']
     for arm in needed(arms, only or arms):  # an arm after the arms it needs
-        for seed in study['seeds']:
+        for seed in arm_seeds(study, arm):
             out_dir = os.path.join('runs', study['name'], arm, f's{seed}')
             names = {'seed': seed, 'run': out_dir, 'runs': os.path.join('runs', study['name'])}
-            overrides = {k: v for k, v in arms[arm].items() if k not in ('after', 'before')}
+            overrides = {k: v for k, v in arms[arm].items() if k not in RUNNER_KEYS}
             args = [study['base'], f'--out_dir={out_dir}', f'--seed={seed}']
             args += [f"--{k}={fill(v, names) if isinstance(v, str) else repr(v)}" for k, v in overrides.items()]
             before = [[fill(out, names), fill(cmd, names)] for out, cmd in arms[arm].get('before', [])]

@@ -164,11 +164,17 @@ def test_dry_run_only_and_bad_study_files(tmp_path, monkeypatch, capsys):
              (dict(typo=1), "unknown key 'typo'"),
              (dict(arms={'scratch': {'after': ['nope']}}), 'after must be a list of other arms'),
              (dict(arms={'scratch': {'after': ['b']}, 'b': {'after': ['scratch']}}), 'cycle: scratch -> b -> scratch'),
-             (dict(arms={'scratch': {'before': ['python make.py']}}), 'before must be a list of (output file, command)')]
+             (dict(arms={'scratch': {'before': ['python make.py']}}), 'before must be a list of (output file, command)'),
+             (dict(arms={'scratch': {'seeds': [1, 1]}}), "arm 'scratch': seeds must be distinct ints"),
+             (dict(arms={'scratch': {'seeds': [1]}, 'b': {'after': ['scratch']}}), "needs 'scratch', which has no seed 2")]
     for kw, needle in cases:
         write_study(tmp_path, **kw)
         code, _ = call(tmp_path, monkeypatch, capsys)
         assert isinstance(code, str) and code.startswith('error:') and '\n' not in code and needle in code, (kw, code)
+    write_study(tmp_path, arms={'scratch': {'seeds': [1, 2, 3]}, 'fast': {'speed': 2.0}}, seeds=[1])  # arm's own seeds
+    code, out = call(tmp_path, monkeypatch, capsys, '--dry_run')
+    assert code == 0 and [line.split(':')[0] for line in out.splitlines()] == [
+        'start    scratch/s1', 'start    scratch/s2', 'start    scratch/s3', 'start    fast/s1']
     write_study(tmp_path)
     (tmp_path / 'base.py').unlink()
     code, _ = call(tmp_path, monkeypatch, capsys)
