@@ -227,3 +227,28 @@ def test_a_failed_pre_step_fails_its_run_and_the_runs_that_need_it(tmp_path, mon
     assert calls(tmp_path, 'broken', 1) == [] and calls(tmp_path, 'next', 1) == []  # train.py never started
     assert not (tmp_path / 'runs' / 'demo' / 'broken' / 's1' / 'init.pt').exists()
     assert [r['arm'] for r in summary(tmp_path)] == ['scratch']
+
+
+@pytest.mark.parametrize('path', sorted(p for p in os.listdir(os.path.join(REPO, 'config')) if p.startswith('study_')))
+def test_the_study_files_load(path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    s = study.load_study(os.path.join('config', path))
+    runs = study.plan(s)
+    assert len(runs) >= 3 * len(s['seeds']) and all(r['args'][0] == s['base'] for r in runs)
+    assert not any('{' in a for r in runs for a in r['args'] if a.startswith('--init_from'))  # placeholders filled
+
+
+def test_fair_baseline_trains_as_many_parameters_as_tied_lora(shared, monkeypatch):
+    """stories260K fine-tuned with `fair`'s train_only regex trains about as many parameters as the 8-layer tied
+    LoRA arm it is the baseline of."""
+    from checkpoint import build_model, load_any
+    monkeypatch.chdir(REPO)
+    arms = study.load_study('config/study_stories260k_tied.py')['arms']
+    ckpt = load_any(f"llama2c:{shared / 'models/stories260K/stories260K.bin'}")
+    lora = arms['tied_lora8']
+    tied = build_model(ckpt, **{k: lora[k] for k in ('layer_map', 'lora_rank', 'lora_alpha', 'lora_dropout')})
+    tied.set_trainable(lora['train_only'])
+    fair = build_model(ckpt)
+    fair.set_trainable(arms['fair']['train_only'])
+    n_tied, n_fair = tied.param_counts()['trainable'], fair.param_counts()['trainable']
+    assert n_tied == 65_792 and abs(n_fair / n_tied - 1) < 0.01, (n_fair, n_tied)
