@@ -21,11 +21,18 @@
 #    grown into one 8 x 128 model (interleaved a0,b0,a1,b1,..., stacked a then b, LiGO from both) and two 8 x 64
 #    models side by side in width (8 x 128); against one small model trained on all the text for the same total FLOPs
 #    (2 x _AT iterations) and grown (stack_at40 for depth, width_at40 for width). Both small models' FLOPs count; they
-#    could train in parallel, which would save _AT small-model iterations of wall time (about 1 minute here).
+#    could train in parallel, which would save _AT small-model iterations of wall time (about 20 seconds here).
 #
-# Size and time (measured 2026-11-30 09:2x on the shared 2-core machine with OMP_NUM_THREADS=1, two runs at once, by
-# the CPU seconds of short runs, since the wall time then was ~10x the CPU time under a load average of 12-19 from
-# other sessions' jobs; see the report of the `studies` branch): SIZING
+# Size and time. Measured 2026-11-30 09:23-09:45 on the shared 2-core machine, OMP_NUM_THREADS=1, two runs at once,
+# by the CPU seconds of short runs (train.py --max_iters=100..300 under a CPU-time wrapper): the load average was
+# 12-21 (other sessions' trainings and tests), so wall time was ~10x the CPU time and meant nothing. Per iteration
+# of 16 x 64 tokens: 8 x 128 0.184 s (100 and 300 iterations agree: 27.5 s and 63.7 s), 4 x 128 0.098 s,
+# 8 x 64 0.067 s; start-up 3.6 s; an eval (2 x 20 batches, forward only) about 13 iterations' worth; LESA's fit a
+# few seconds. Per run (CPU minutes): scratch 2.9, grown at 20% 3.25, at 40% 3.55, a half model 0.4, a merged run
+# 3.0; LiGO's operator training not measured (ligo is not in grow.py yet; allowed 1 minute). Per seed 81 minutes
+# (28 arms), 3 seeds 243 CPU minutes: 122 minutes with --jobs 2 on two idle cores, ~160 minutes with the 1.3x that
+# wall time took over CPU time for the README's runs (5-7 minutes each for 4.3 CPU minutes) - within 3 hours if
+# the two cores are free. Shrunk from config/shakespeare_grow.py's 1,200 + 250 iterations to 800 + 160 for that.
 name = 'growth'
 base = 'config/shakespeare_grow.py'  # 8 x 128 target, 16 x 64 tokens per iteration, lr 1e-3 cosine to 1e-4
 seeds = [1, 2, 3]
