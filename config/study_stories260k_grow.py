@@ -15,7 +15,13 @@
 # Run:   python study.py config/study_stories260k_grow.py --jobs 2
 # Table: python study.py config/study_stories260k_grow.py --table   (results/stories260k_grow.csv)
 #
-# Size and time: SIZING
+# Size and time. Measured 2026-11-30 09:28-09:53 on the shared 2-core machine, OMP_NUM_THREADS=1, by the CPU
+# seconds of short runs (30-50 iterations under a CPU-time wrapper; the load average was 8-21 from other sessions,
+# so wall time was ~10x CPU time and meant nothing). Per iteration of 16 x 256 tokens: the
+# 5-layer base 0.47 s, an 8-layer grown model (LESA's, all trained) 0.71 s, 10 layers ~0.89 s; LESA's fit and the
+# other grow.py pre-steps a few seconds. Per run (CPU minutes, 300 iterations, 7 evals): base 3.1, 8 layers 4.9,
+# llama_pro 6.1, llama_pro_new ~5.5: 34 per seed, 69 for 2 seeds = 35 minutes with --jobs 2 on two idle cores
+# (~45 with the 1.3x wall/CPU of the growth runs).
 name = 'stories260k_grow'
 base = 'config/stories260k.py'  # stories260K, 16 x 256 tokens per iteration, lr 5e-4 cosine to 5e-5
 seeds = [1, 2]

@@ -19,7 +19,12 @@
 # Run:   python study.py config/study_stories260k_lowrank.py --jobs 2
 # Table: python study.py config/study_stories260k_lowrank.py --table   (results/stories260k_lowrank.csv)
 #
-# Size and time: SIZING
+# Size and time. Measured 2026-11-30 09:28-09:53 on the shared 2-core machine, OMP_NUM_THREADS=1, by the CPU
+# seconds of short runs (30-50 iterations under a CPU-time wrapper; the load average was 8-21 from other sessions,
+# so wall time was ~10x CPU time and meant nothing). Per iteration of 16 x 128 tokens: full
+# (4 x 128) 0.21 s; the low-rank and narrower models have fewer FLOPs (not measured; counted as full). Per run 600
+# iterations + 13 evals: 2.8 CPU minutes at most; 17 runs, 43 CPU minutes = 22 minutes with --jobs 2 on two idle
+# cores (~28 with the 1.3x wall/CPU of the growth runs).
 name = 'stories260k_lowrank'
 base = 'config/stories260k.py'  # data, evals; the model is built from scratch here
 seeds = [1]

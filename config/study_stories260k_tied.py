@@ -23,7 +23,15 @@
 # Run:   python study.py config/study_stories260k_tied.py --jobs 2
 # Table: python study.py config/study_stories260k_tied.py --table   (results/stories260k_tied.csv)
 #
-# Size and time: SIZING
+# Size and time. Measured 2026-11-30 09:28-09:53 on the shared 2-core machine, OMP_NUM_THREADS=1, by the CPU
+# seconds of short runs (30-50 iterations under a CPU-time wrapper; the load average was 8-21 from other sessions,
+# so wall time was ~10x CPU time and meant nothing). Per iteration of 16 x 256 tokens: the base (5 layers,
+# all trained) 0.47 s, tied LoRA 8 logical layers 0.87 s, 12 logical 1.35 s; IA3 (8) and block-wise (10) estimated
+# 0.75 s and 1.1 s; an eval (2 x 20 batches) ~13 iterations' worth; start-up 5 s. Per run (CPU minutes, 300
+# iterations, 7 evals): fair 3.1, tied_lora8 5.8, tied_lora12 8.9, ia3_low/ia3 5.0, untied_lora8 5.8, blockwise 7.3:
+# 41 per seed, 82 for 2 seeds = 41 minutes with --jobs 2 on two idle cores (~53 with the 1.3x wall/CPU of the
+# growth runs). The sweeps (eval.py, one process, forward only over 16K tokens per map, ~1 s per map, ~350 maps
+# each): ~20 minutes for the three. With parts 2 and 3: ~2.5 hours in all.
 name = 'stories260k_tied'
 base = 'config/stories260k.py'  # stories260K, 16 x 256 tokens per iteration, evals of 20 fixed val batches
 seeds = [1, 2]
