@@ -20,6 +20,19 @@ which starts it afresh. Ctrl-C (or SIGTERM) stops every running train.py the way
 saved): the next call resumes them. A failed run is reported (exit code, last line of its output) and the others go
 on. At the end compare.py makes the table of the finished runs and writes results/<name>.csv (the small per-run
 summary, for git: `python compare.py --from_csv results/<name>.csv` remakes the table) and results/<name>.png.
+
+Three arm keys are the runner's, not train.py's: 'seeds' (this arm's seeds instead of the study's, e.g. more seeds
+for the reference arm than for the others), and for runs built from other runs (grow two small models into one,
+or import a pretrained model first):
+  'after': ['a', 'b']     the arms whose run of the same seed must have finished first (the runner waits for them;
+                          --only takes the unfinished ones along)
+  'before': [(out, cmd)]  commands run in order before train.py starts afresh, each skipped when its output file
+                          `out` exists (so write it atomically, as grow.py does); their output goes to train.log; a
+                          failing one fails the run and train.py does not start. `python` is this interpreter.
+In them and in the arm's string values, {seed}, {run} (the run's out_dir) and {runs} (runs/<name>) are filled in:
+  'small': {'n_layer': 4},
+  'grown': {'after': ['small'], 'init_from': '{run}/init.pt', 'before': [('{run}/init.pt',
+            'python grow.py --method stack --out {run}/init.pt {runs}/small/s{seed}/last.pt')]},
 """
 import argparse
 import hashlib
@@ -37,6 +50,7 @@ import types
 import compare
 
 KEYS = {'name': str, 'base': str, 'seeds': list, 'arms': dict, 'losses': list, 'scratch': str}
+RUNNER_KEYS = ('after', 'before', 'seeds')  # arm keys for the runner, not for train.py
 NAME = re.compile(r'[A-Za-z0-9_.-]+')  # study and arm names are directory names
 TRAIN = [sys.executable, os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py'))]
 
@@ -61,9 +75,11 @@ def load_study(path):
             raise ValueError(f"{path}: {k} is missing")
         if not isinstance(study[k], t):
             raise ValueError(f"{path}: {k} must be a {t.__name__}, got {study[k]!r}")
-    seeds, arms = study['seeds'], study['arms']
-    if not seeds or any(type(s) is not int for s in seeds) or len(set(seeds)) < len(seeds):
-        raise ValueError(f"{path}: seeds must be distinct ints, got {seeds!r}")
+    arms = study['arms']
+    for where, seeds in [('seeds', study['seeds'])] + [(f"arm {a!r}: seeds", o['seeds']) for a, o in arms.items()
+                                                        if isinstance(o, dict) and 'seeds' in o]:
+        if not isinstance(seeds, list) or not seeds or any(type(s) is not int for s in seeds) or len(set(seeds)) < len(seeds):
+            raise ValueError(f"{path}: {where} must be distinct ints, got {seeds!r}")
     if any(type(x) not in (int, float) for x in study['losses']):
         raise ValueError(f"{path}: losses must be numbers, got {study['losses']!r}")
     if not arms:
@@ -77,6 +93,18 @@ def load_study(path):
         taken = {'out_dir', 'seed'} & set(overrides)
         if taken:
             raise ValueError(f"{path}: arm {arm!r} sets {taken.pop()}, which the runner sets per run")
+        after, before = overrides.get('after', []), overrides.get('before', [])
+        if not isinstance(after, list) or any(a not in arms or a == arm for a in after):
+            raise ValueError(f"{path}: arm {arm!r}: after must be a list of other arms, got {after!r}")
+        if not isinstance(before, list) or not all(isinstance(b, (tuple, list)) and len(b) == 2 and
+                                                   all(isinstance(x, str) and x for x in b) for b in before):
+            raise ValueError(f"{path}: arm {arm!r}: before must be a list of (output file, command), got {before!r}")
+    for arm, overrides in arms.items():
+        for a in overrides.get('after', []):
+            missing = set(arm_seeds(study, arm)) - set(arm_seeds(study, a))
+            if missing:
+                raise ValueError(f"{path}: arm {arm!r} needs {a!r}, which has no seed {min(missing)}")
+    needed(arms, arms, path)  # no cycle among the arms' `after`
     if study['scratch'] not in arms:
         raise ValueError(f"{path}: scratch={study['scratch']!r} is not an arm ({', '.join(arms)})")
     if not os.path.isfile(study['base']):
@@ -86,18 +114,56 @@ def load_study(path):
     return study
 
 
+def needed(arms, wanted, path=''):
+    """The wanted arms and every arm they need (through `after`), in an order that puts needed arms first."""
+    order, visiting = [], []
+    def visit(arm):
+        if arm in visiting:
+            raise ValueError(f"{path}: arms need each other in a cycle: {' -> '.join(visiting[visiting.index(arm):] + [arm])}")
+        if arm not in order:
+            visiting.append(arm)
+            for dep in arms[arm].get('after', []):
+                visit(dep)
+            order.append(visiting.pop())
+    for arm in wanted:
+        visit(arm)
+    return order
+
+
+def arm_seeds(study, arm):
+    return study['arms'][arm].get('seeds', study['seeds'])
+
+
+def fill(text, names):
+    """text with {seed}, {run} and {runs} filled in (plain replacement: other braces, e.g. of dicts, stay)."""
+    for k, v in names.items():
+        text = text.replace('{' + k + '}', str(v))
+    return text
+
+
 def plan(study, only=None):
-    """The runs, arm by arm and seed by seed: arm, seed, out_dir and train.py's arguments."""
+    """The runs, arm by arm and seed by seed: arm, seed, out_dir, train.py's arguments, the pre-steps (`before`:
+    [output, command]) and the runs it needs first (`after`); with `only`, those arms and the arms they need."""
     runs = []
-    for arm, overrides in study['arms'].items():
-        if only and arm not in only:
-            continue
-        for seed in study['seeds']:
+    arms = study['arms']
+    for arm in needed(arms, only or arms):  # an arm after the arms it needs
+        for seed in arm_seeds(study, arm):
             out_dir = os.path.join('runs', study['name'], arm, f's{seed}')
+            names = {'seed': seed, 'run': out_dir, 'runs': os.path.join('runs', study['name'])}
+            overrides = {k: v for k, v in arms[arm].items() if k not in RUNNER_KEYS}
             args = [study['base'], f'--out_dir={out_dir}', f'--seed={seed}']
-            args += [f"--{k}={v if isinstance(v, str) else repr(v)}" for k, v in overrides.items()]
-            runs.append({'arm': arm, 'seed': seed, 'name': f'{arm}/s{seed}', 'out_dir': out_dir, 'args': args})
+            args += [f"--{k}={fill(v, names) if isinstance(v, str) else repr(v)}" for k, v in overrides.items()]
+            before = [[fill(out, names), fill(cmd, names)] for out, cmd in arms[arm].get('before', [])]
+            after = [f'{a}/s{seed}' for a in arms[arm].get('after', [])]
+            runs.append({'arm': arm, 'seed': seed, 'name': f'{arm}/s{seed}', 'out_dir': out_dir, 'args': args,
+                         'before': before, 'after': after})
     return runs
+
+
+def command(cmd):
+    """A pre-step's argv; `python` is this interpreter."""
+    argv = shlex.split(cmd)
+    return [sys.executable] + argv[1:] if argv and argv[0] == 'python' else argv
 
 
 def show(cmd):
@@ -125,13 +191,15 @@ def status(run, study):
     done = read_json(os.path.join(run['out_dir'], 'done.json'))
     has_ckpt = os.path.isfile(os.path.join(run['out_dir'], 'last.pt'))
     recorded = done or (read_json(os.path.join(run['out_dir'], 'run.json')) if has_ckpt else None)
-    if recorded and (recorded['args'], recorded['base_sha256']) != (run['args'], study['base_sha256']):
+    if recorded and (recorded['args'], recorded.get('before', []), recorded['base_sha256']) != (
+            run['args'], run['before'], study['base_sha256']):
         return 'changed'
     return 'done' if done else 'resume' if has_ckpt else 'start'
 
 
 def start(run, study, train, jobs):
-    """Popen train.py for the run, its output appended to out_dir/train.log."""
+    """The run's job: its pre-steps whose output is missing (unless it resumes), then train.py, one after the
+    other, each Popen'ed with its output appended to out_dir/train.log."""
     out_dir = run['out_dir']
     os.makedirs(out_dir, exist_ok=True)
     resume = os.path.isfile(os.path.join(out_dir, 'last.pt'))
@@ -139,16 +207,24 @@ def start(run, study, train, jobs):
     if not resume and os.path.isfile(stale):  # from an attempt that died before its first checkpoint: train.py appends
         os.remove(stale)
     cmd = train + run['args'] + (['--init_from=resume'] if resume else [])
-    write_json(os.path.join(out_dir, 'run.json'), {'args': run['args'], 'base_sha256': study['base_sha256'], 'command': cmd})
-    log_path = os.path.join(out_dir, 'train.log')
-    with open(log_path, 'a') as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {show(cmd)}\n")
+    write_json(os.path.join(out_dir, 'run.json'), {'args': run['args'], 'before': run['before'],
+                                                   'base_sha256': study['base_sha256'], 'command': cmd})
+    steps = [] if resume else [command(c) for out, c in run['before'] if not os.path.isfile(out)]
+    job = {**run, 'queue': steps + [cmd], 'cmd': cmd, 't0': time.time(), 'log': os.path.join(out_dir, 'train.log'),
+           'resumed': resume, 'env': os.environ | ({'OMP_NUM_THREADS': '1'} if jobs > 1 else {})}  # 2 runs, 2 cores
+    return launch(job)
+
+
+def launch(job):
+    """Start the job's next command."""
+    argv = job['queue'].pop(0)
+    with open(job['log'], 'a') as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {show(argv)}\n")
         log.flush()
-        offset = log.tell()
-        env = os.environ | ({'OMP_NUM_THREADS': '1'} if jobs > 1 else {})  # two single-threaded runs on two cores
+        job['offset'] = log.tell()
         # its own session: a terminal's Ctrl-C reaches only the runner, which stops each run exactly once
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    return {**run, 'proc': proc, 'cmd': cmd, 't0': time.time(), 'log': log_path, 'offset': offset, 'resumed': resume}
+        job['proc'] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=job['env'], start_new_session=True)
+    return job
 
 
 def last_line(path, offset):
@@ -163,11 +239,13 @@ def finish(job, study):
     rc, wall = job['proc'].returncode, time.time() - job['t0']
     if rc == 0:
         write_json(os.path.join(job['out_dir'], 'done.json'), {
-            'args': job['args'], 'base_sha256': study['base_sha256'], 'command': job['cmd'], 'returncode': rc,
-            'wall_seconds': round(wall, 1), 'resumed': job['resumed'], 'finished': time.strftime('%Y-%m-%d %H:%M:%S')})
+            'args': job['args'], 'before': job['before'], 'base_sha256': study['base_sha256'], 'command': job['cmd'],
+            'returncode': rc, 'wall_seconds': round(wall, 1), 'resumed': job['resumed'],
+            'finished': time.strftime('%Y-%m-%d %H:%M:%S')})
         print(f"done   {job['name']} in {wall:.0f} s")
         return True
-    print(f"FAILED {job['name']}: exit {rc}: {last_line(job['log'], job['offset'])} (see {job['log']})")
+    step = '' if job['proc'].args == job['cmd'] else f" before train.py, {show(job['proc'].args)}"
+    print(f"FAILED {job['name']}:{step} exit {rc}: {last_line(job['log'], job['offset'])} (see {job['log']})")
     return False
 
 
@@ -175,21 +253,29 @@ def interrupted(signum, frame):
     raise KeyboardInterrupt
 
 
-def run_all(todo, study, train, jobs):
-    """Run the runs `jobs` at a time; -> names of the failed runs, in the study's order. Ctrl-C/SIGTERM: stop the
-    running ones (they save last.pt) and exit 130."""
-    pending, running, failed = list(todo), [], []
+def run_all(todo, study, train, jobs, done=()):
+    """Run the runs `jobs` at a time, each once the runs it needs are done (`done`: finished before); -> names of the
+    failed runs, in the study's order. Ctrl-C/SIGTERM: stop the running ones (they save last.pt) and exit 130."""
+    pending, running, failed, done = list(todo), [], [], set(done)
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
         while pending or running:
-            while pending and len(running) < jobs:
-                run = pending.pop(0)
+            for run in [r for r in pending if any(n in failed for n in r['after'])]:
+                pending.remove(run)
+                failed.append(run['name'])
+                print(f"FAILED {run['name']}: not run, it needs {', '.join(n for n in run['after'] if n in failed)}")
+            ready = [r for r in pending if all(n in done for n in r['after'])]
+            while ready and len(running) < jobs:
+                run = ready.pop(0)
+                pending.remove(run)
                 running.append(start(run, study, train, jobs))
                 print(f"{'resume' if running[-1]['resumed'] else 'start '} {run['name']} (output in {running[-1]['log']})")
             for job in [j for j in running if j['proc'].poll() is not None]:
+                if job['proc'].returncode == 0 and job['queue']:
+                    launch(job)  # the pre-step went well: the next one, or train.py
+                    continue
                 running.remove(job)
-                if not finish(job, study):
-                    failed.append(job['name'])
+                (done.add if finish(job, study) else failed.append)(job['name'])
             time.sleep(0.2)
     except KeyboardInterrupt:
         print(f"\nstopping {len(running)} run(s) as train.py stops on SIGTERM, saving last.pt (Ctrl-C again kills them)",
@@ -203,7 +289,7 @@ def run_all(todo, study, train, jobs):
             for job in running:
                 job['proc'].kill()
                 job['proc'].wait()
-        running = [j for j in running if not (j['proc'].returncode == 0 and finish(j, study))]  # done meanwhile
+        running = [j for j in running if not (j['proc'].returncode == 0 and not j['queue'] and finish(j, study))]  # done meanwhile
         saved = [j['name'] for j in running if os.path.isfile(os.path.join(j['out_dir'], 'last.pt'))]
         lost = [j['name'] for j in running if j['name'] not in saved]
         print("stopped; the same command goes on" + (f", resuming {', '.join(saved)}" if saved else '')
@@ -263,6 +349,8 @@ def main(argv=None):
             for r in runs:
                 extra = ['--init_from=resume'] if states[r['name']] == 'resume' else []
                 print(f"{states[r['name']]:8} {r['name']}: {show(train + r['args'] + extra)}")
+                for out, cmd in r['before'] if states[r['name']] == 'start' else []:
+                    print(f"{'':8}   before: {show(command(cmd))}" + (f"  (skipped: {out} exists)" if os.path.isfile(out) else ''))
             if 'changed' in states.values():
                 print("changed: ran with another command or base config; --force starts them afresh")
             return
@@ -277,7 +365,7 @@ def main(argv=None):
         todo = [r for r in runs if states[r['name']] != 'done']
         print(f"study {study['name']}: {len(runs)} runs, {len(runs) - len(todo)} done (skipped), {len(todo)} to run, "
               f"{args.jobs} at a time")
-        failed = run_all(todo, study, train, args.jobs)
+        failed = run_all(todo, study, train, args.jobs, done=[n for n, st in states.items() if st == 'done'])
         if failed:
             print(f"{len(failed)} run(s) failed: {', '.join(failed)}")
         make_table(study)

