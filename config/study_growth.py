@@ -29,7 +29,7 @@
 # of 16 x 64 tokens: 8 x 128 0.184 s (100 and 300 iterations agree: 27.5 s and 63.7 s), 4 x 128 0.098 s,
 # 8 x 64 0.067 s; start-up 3.6 s; an eval (2 x 20 batches, forward only) about 13 iterations' worth; LESA's fit a
 # few seconds. Per run (CPU minutes): scratch 2.9, grown at 20% 3.25, at 40% 3.55, a half model 0.4, a merged run
-# 3.0; LiGO's operator training not measured (ligo is not in grow.py yet; allowed 1 minute). Per seed 81 minutes
+# 3.0; LiGO's operator training not measured (allowed 1 minute). Per seed 81 minutes
 # (28 arms), 3 seeds 243 CPU minutes: 122 minutes with --jobs 2 on two idle cores, ~160 minutes with the 1.3x that
 # wall time took over CPU time for the README's runs (5-7 minutes each for 4.3 CPU minutes) - within 3 hours if
 # the two cores are free. Shrunk from config/shakespeare_grow.py's 1,200 + 250 iterations to 800 + 160 for that.
@@ -62,7 +62,7 @@ def _merge(method, *options, halves='half', arm_keys=None):
 
 _STACK = {'grow_method': 'stack', 'grow_options': {'factor': 2}}
 _WIDTH = {'n_layer': 8, 'n_embd': 64, 'n_head': 2, 'grow_method': 'width'}  # head_dim 32 as the target's
-_LIGO = {'ligo_steps': 100}  # name pending: grow registry (LiGO's operator training steps)
+_LIGO = {'ligo_steps': 100}  # LiGO's operator training steps (the paper's 100)
 arms = {
     # 1. operator grid
     'scratch': {**_EVAL, 'n_layer': 8, 'grow_at_iter': 0, 'max_iters': _N},
@@ -71,11 +71,11 @@ arms = {
     'llama_pro': _grow(grow_method='llama_pro', grow_options={'every': 1}),  # G_zero: identity blocks, exact
     'random': _grow(grow_method='random', grow_options={'every': 1}),  # G_random: fresh blocks
     'lesa': _grow(grow_method='lesa', grow_options={'lesa_range': '1:4'}),  # 4 -> 7 (between neighbours)
-    'ligo': _grow(grow_method='ligo', grow_options={'n_layer': 8, **_LIGO}),  # G_learn; name pending: grow registry
+    'ligo': _grow(grow_method='ligo', grow_options={'n_layer': 8, **_LIGO}),  # G_learn
     'width': _grow(**_WIDTH, grow_options={'n_embd': 128}),  # G_direct in width: Net2Net copies, exact
-    'width_zero': _grow(**_WIDTH, grow_options={'n_embd': 128, 'init': 'zero'}),  # name pending: grow registry
-    'width_random': _grow(**_WIDTH, grow_options={'n_embd': 128, 'init': 'random'}),  # name pending: grow registry
-    'width_ligo': _grow(**{**_WIDTH, 'grow_method': 'ligo'}, grow_options={'n_embd': 128, **_LIGO}),  # name pending: grow registry
+    'width_zero': _grow(**_WIDTH, grow_options={'n_embd': 128, 'init': 'zero'}),
+    'width_random': _grow(**_WIDTH, grow_options={'n_embd': 128, 'init': 'random'}),
+    'width_ligo': _grow(**{**_WIDTH, 'grow_method': 'ligo'}, grow_options={'n_embd': 128, **_LIGO}),
     # 2. when and how much (stack is the 20% arm)
     'stack_at10': _grow(at=_N // 10, **_STACK),
     'stack_at40': _grow(at=2 * _AT, **_STACK),  # also group 4's one small model on all the text
@@ -96,7 +96,7 @@ arms = {
                 'max_iters': _AT, 'lr_decay_iters': _AT},
     'merge_interleave': _merge('interleave'),  # a0,b0,a1,b1,a2,b2,a3,b3
     'merge_stack': _merge('stack'),  # a0..a3, b0..b3
-    'merge_ligo': _merge('ligo', '--n_layer 8 --ligo_steps 100 --data data/shakespeare_char'),  # name pending: grow registry
-    'merge_width': _merge('ligo', '--n_embd 128 --ligo_steps 0', halves='halfw'),  # side by side; name pending: grow registry
+    'merge_ligo': _merge('ligo', '--n_layer 8 --ligo_steps 100 --data data/shakespeare_char'),
+    'merge_width': _merge('ligo', '--n_embd 128 --ligo_steps 0 --data data/shakespeare_char', halves='halfw'),  # side by side, untrained (block-diagonal)
     'width_at40': _grow(at=2 * _AT, **_WIDTH, grow_options={'n_embd': 128}),  # one 8 x 64 model on all the text
 }
