@@ -258,7 +258,7 @@ def with_layer_map(base, m):
 
 
 def plot_sweep(rows, n_src, base, title, path, plt):
-    """The seed's figure: one row per map, cells coloured (and labelled) by source layer, ppl at the right."""
+    """The layer-map figure: one row per map, cells coloured (and labelled) by source layer, ppl at the right."""
     W = max(len(r['map']) for r in rows)
     grid = np.full((len(rows), W), np.nan)
     for i, r in enumerate(rows):

@@ -1,11 +1,11 @@
 # Issue #13, part 2: low-rank substitution trained from scratch on TinyStories (stories260K's 512-piece tokenizer).
 # A GPT-Neo-style model (LayerNorm, learned positions, gelu_tanh MLP, biases but none on q/k/v; attention keeps the
-# usual 1/sqrt(head_dim) scale) with 4 layers x 128 (the write-up's 384 is ~10x the compute per token, beyond the
+# usual 1/sqrt(head_dim) scale) with 4 layers x 128 (the original experiment's 384 is ~10x the compute per token, beyond the
 # CPU budget), every attention and/or MLP matrix replaced by rank-r factors B @ A (no dense weight):
 #   full: dense, over three seeds (the seed spread); every other arm has seed 1 and is measured against full/s1;
-#   attn_lg / mlp_lg / both_lg: 'match' ranks (the factors hold about the dense matrix's parameters: the write-up's Lg);
+#   attn_lg / mlp_lg / both_lg: 'match' ranks (the factors hold about the dense matrix's parameters: the large rank);
 #   attn_med / mlp_med / both_med: its Med ranks scaled to width 128 (19/384 and 31/384 of the width: 6 and 10);
-#   inc / dec: ranks growing / shrinking geometrically over depth, 2 -> 33 (the write-up's 5 -> 100 at 384);
+#   inc / dec: ranks growing / shrinking geometrically over depth, 2 -> 33 (the original 5 -> 100 at 384);
 #   med8: the Med model with 8 layers;
 #   dense_52 / dense_60 / dense_64 / dense_84 / dense_108: narrower dense models at about the parameters of both_med
 #     (163K), inc/dec (209K), med8 (244K), mlp_med (401K) and attn_med (636K): at equal parameters, low rank or

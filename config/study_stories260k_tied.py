@@ -4,7 +4,7 @@
 #     blocks, weight-tied, a LoRA (r=8, alpha=16, dropout 0.1) per logical layer; only the adapters train;
 #   ia3_low / ia3: the 8-layer map with IA3 adapters at a too low (5e-5) and a good (3e-3) lr;
 #   untied_lora8: the 8-layer map as real copies (grow.py map, a pre-step), LoRA, copies frozen too: the same
-#     function as tied_lora8 from more stored weights (the write-up found them equal);
+#     function as tied_lora8 from more stored weights (they compute the same function);
 #   blockwise_lora10: each block twice in a row, [0,0,1,1,...,4,4] (MobileLLM, 2024, arXiv 2402.14905:
 #     immediate block-wise sharing), LoRA;
 #   fair: no virtual layers, the base's own weights fine-tuned with as many trainable parameters as tied_lora8

@@ -1,4 +1,4 @@
-# G_stack on TinyStories at CPU scale (Stacking Your Transformers, METHODS.md section 4): train a
+# G_stack on TinyStories at CPU scale ("Stacking Your Transformers", 2024, arXiv 2405.15319): train a
 # 2-layer model for 200 iterations, stack it into 4 layers (0,1,0,1: grow.py's 'stack') and continue
 # to 800 iterations in all. At the growth step train.py builds a fresh optimizer and restarts the lr
 # schedule (warmup again, as the paper's code does); the data stream and the token/FLOP counts go on.

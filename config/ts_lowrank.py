@@ -1,9 +1,9 @@
-# Seed 001 ("low-rank substitution") at small scale: config/ts_base.py's model trained from scratch
+# Low-rank substitution at small scale: config/ts_base.py's model trained from scratch
 # with every attention matrix (q, k, v each factored, and the output projection) and every MLP
-# matrix replaced by rank-r factors B @ A; no dense weight exists. The seed's "Med" ranks were
-# 19 (attention) and 31 (MLP) at width 384, i.e. about 5% and 8% of the width; at width 256 that
-# is 13 and 21. Other settings: lowrank_attn='match' is the seed's "Lg" (about the dense parameter
-# count), 'dec:100:5' / 'inc:5:100' its decreasing / increasing schedules, or a list per layer.
+# matrix replaced by rank-r factors B @ A; no dense weight exists. Medium ranks, 19 (attention)
+# and 31 (MLP) at width 384, i.e. about 5% and 8% of the width; at width 256 that
+# is 13 and 21. Other settings: lowrank_attn='match' is the large rank (about the dense parameter
+# count), 'dec:100:5' / 'inc:5:100' decreasing / increasing schedules, or a list per layer.
 # $ python train.py config/ts_lowrank.py
 # Compare: python eval.py compare out-ts-base/log.jsonl out-ts-lowrank/log.jsonl
 

@@ -1,6 +1,6 @@
-# Seed 000's IA3 variant: as config/ts_tied_lora.py, but each logical layer learns IA3 scaling
-# vectors (keys, values, MLP hidden; initialised to ones) instead of LoRA. The seed found lr 5e-5
-# far too low for IA3 and 3e-3 much better, so the lr here is high.
+# The IA3 variant of virtual layers: as config/ts_tied_lora.py, but each logical layer learns IA3 scaling
+# vectors (keys, values, MLP hidden; initialised to ones) instead of LoRA. IA3's few scale vectors
+# need a far higher lr than LoRA (5e-5 barely moves them; 3e-3 learns), so the lr here is high.
 # $ python train.py config/ts_base.py && python train.py config/ts_tied_ia3.py
 
 out_dir = 'out-ts-tied-ia3'

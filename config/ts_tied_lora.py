@@ -1,6 +1,6 @@
-# Seed 000 ("virtual layers") at small scale: the trained 4-layer TinyStories model of
-# config/ts_base.py runs as 12 logical layers over its 4 blocks, [0,1,1,1,1,1,2,2,2,2,2,3] (the
-# seed's 12-layer map: first and last layer kept in place). Every logical layer gets its own LoRA
+# Weight-tied virtual layers with per-layer LoRA at small scale: the trained 4-layer TinyStories model of
+# config/ts_base.py runs as 12 logical layers over its 4 blocks, [0,1,1,1,1,1,2,2,2,2,2,3] (first
+# and last layer kept in place). Every logical layer gets its own LoRA
 # (r=8, alpha=16, dropout=0.1, on qkv, attention out, MLP in and out); the base weights are frozen
 # and only the adapters train. Repeated blocks share weights, so the stored model stays 4 blocks.
 # $ python train.py config/ts_base.py          # the base (out-ts-base/best.pt)

@@ -112,7 +112,7 @@ def test_generated_maps():
     methods = dict((label, m) for label, m in ev.method_maps(4, 8))
     assert methods['stack'] == [0, 1, 2, 3, 0, 1, 2, 3]
     assert methods['interleave'] == [0, 0, 1, 1, 2, 2, 3, 3]
-    assert methods['interleave_mid'] == [0, 1, 1, 1, 2, 2, 2, 3]  # the blog's chosen map
+    assert methods['interleave_mid'] == [0, 1, 1, 1, 2, 2, 2, 3]  # ends kept, inner layers stretched
     assert ev.method_maps(4, 6)[2:5] == [('interleave_mid', [0, 1, 1, 2, 2, 3]), ('dus[:2]+[0:]', [0, 1, 0, 1, 2, 3]),
                                          ('dus[:3]+[1:]', [0, 1, 2, 1, 2, 3])]
     mono = ev.keep_end_maps(4, 8, 1000, 0, monotone=True)
