@@ -72,9 +72,9 @@ arms = {
     'random': _grow(grow_method='random', grow_options={'every': 1}),  # G_random: fresh blocks
     'lesa': _grow(grow_method='lesa', grow_options={'lesa_range': '1:4'}),  # 4 -> 7 (between neighbours)
     'ligo': _grow(grow_method='ligo', grow_options={'n_layer': 8, **_LIGO}),  # G_learn
-    'width': _grow(**_WIDTH, grow_options={'n_embd': 128}),  # G_direct in width: Net2Net copies, exact
-    'width_zero': _grow(**_WIDTH, grow_options={'n_embd': 128, 'init': 'zero'}),
-    'width_random': _grow(**_WIDTH, grow_options={'n_embd': 128, 'init': 'random'}),
+    'width': _grow(**_WIDTH, grow_options={'n_embd': 128, 'mlp_hidden': 512}),  # G_direct in width: Net2Net copies, exact
+    'width_zero': _grow(**_WIDTH, grow_options={'n_embd': 128, 'mlp_hidden': 512, 'init': 'zero'}),
+    'width_random': _grow(**_WIDTH, grow_options={'n_embd': 128, 'mlp_hidden': 512, 'init': 'random'}),
     'width_ligo': _grow(**{**_WIDTH, 'grow_method': 'ligo'}, grow_options={'n_embd': 128, **_LIGO}),
     # 2. when and how much (stack is the 20% arm)
     'stack_at10': _grow(at=_N // 10, **_STACK),
@@ -98,5 +98,5 @@ arms = {
     'merge_stack': _merge('stack'),  # a0..a3, b0..b3
     'merge_ligo': _merge('ligo', '--n_layer 8 --ligo_steps 100 --data data/shakespeare_char'),
     'merge_width': _merge('ligo', '--n_embd 128 --ligo_steps 0 --data data/shakespeare_char', halves='halfw'),  # side by side, untrained (block-diagonal)
-    'width_at40': _grow(at=2 * _AT, **_WIDTH, grow_options={'n_embd': 128}),  # one 8 x 64 model on all the text
+    'width_at40': _grow(at=2 * _AT, **_WIDTH, grow_options={'n_embd': 128, 'mlp_hidden': 512}),  # one 8 x 64 model on all the text
 }
