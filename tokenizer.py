@@ -18,11 +18,31 @@ def load_meta(data_dir):
     path = os.path.join(data_dir, 'meta.json')
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no meta.json in {data_dir} (run the dataset's prepare.py first)")
-    with open(path) as f:
-        meta = json.load(f)
+    try:
+        with open(path, encoding='utf-8') as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    check_meta(meta, path)
     if meta.get('path') and not os.path.isabs(meta['path']):  # tokenizer file given relative to the data dir
         meta['path'] = os.path.join(data_dir, meta['path'])
     return meta
+
+
+def check_meta(meta, where):
+    """The validation of a tokenizer meta dict (a data dir's meta.json, or the copy a checkpoint carries):
+    ValueError naming `where` and the key that is wrong."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"{where} must hold a JSON object (tokenizer, vocab_size, dtype, ...), got a {type(meta).__name__}")
+    vocab, kind, dtype = meta.get('vocab_size'), meta.get('tokenizer'), meta.get('dtype', 'uint16')
+    if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 1:
+        raise ValueError(f"{where}: vocab_size must be a positive integer, got {vocab!r}")
+    if not isinstance(kind, str):
+        raise ValueError(f"{where}: 'tokenizer' must name how the .bin files were encoded (e.g. 'char', 'gpt2'), got {kind!r}")
+    if dtype not in ('uint16', 'uint32'):
+        raise ValueError(f"{where}: dtype must be 'uint16' or 'uint32', got {dtype!r}")
+    if kind == 'char' and (not isinstance(meta.get('chars'), list) or len(meta['chars']) != vocab):
+        raise ValueError(f"{where}: a 'char' tokenizer needs 'chars', a list of vocab_size={vocab} characters")
 
 
 def get_tokenizer(meta):

@@ -25,12 +25,40 @@ class TokenData:
     """The train/val token streams of a data dir; meta is None when the dir has no meta.json."""
 
     def __init__(self, data_dir):
+        """Validates the dir at once: meta.json (tokenizer.load_meta), non-empty .bin files of whole tokens, and
+        ids within meta's vocab_size; every problem is a ValueError / FileNotFoundError naming the file."""
         self.dir = data_dir
         for split in ('train', 'val'):
             if not os.path.isfile(self.path(split)):
                 raise FileNotFoundError(f"{self.path(split)} not found (run data/<name>/prepare.py, or set data_dir)")
         self.meta = load_meta(data_dir) if os.path.isfile(os.path.join(data_dir, 'meta.json')) else None
         self.dtype = np.dtype((self.meta or {}).get('dtype', 'uint16'))
+        for split in ('train', 'val'):
+            size = os.path.getsize(self.path(split))
+            if size == 0:
+                raise ValueError(f"{self.path(split)} is empty (re-run the dataset's prepare.py)")
+            if size % self.dtype.itemsize:
+                raise ValueError(f"{self.path(split)} has {size} bytes, not a whole number of {self.dtype} tokens "
+                                 f"({self.dtype.itemsize} bytes each): truncated, or meta.json's dtype is wrong")
+            if self.meta:
+                self.check_ids(split, self.meta['vocab_size'], 'meta.json vocab_size')
+
+    def check_ids(self, split, vocab_size, whose):
+        """Raise if split holds a token id >= vocab_size (a data dir tokenized for another vocabulary)."""
+        if vocab_size > np.iinfo(self.dtype).max:
+            return  # every id the dtype can hold fits
+        top = self.max_id(split)
+        if top >= vocab_size:
+            raise ValueError(f"{self.path(split)} holds token id {top}, outside the {whose} of {vocab_size} "
+                             f"(the data was tokenized for another vocabulary)")
+
+    def max_id(self, split):
+        """The largest id in split: of the whole file up to 64M tokens, beyond that of 64 evenly spaced 1M-token
+        chunks (cheap on a huge file; a file tokenized for another vocabulary has large ids everywhere)."""
+        data, chunk = self.tokens(split), 1 << 20
+        if len(data) <= 64 * chunk:
+            return int(data.max())
+        return int(max(data[s:s + chunk].max() for s in np.linspace(0, len(data) - chunk, 64).astype(np.int64)))
 
     def path(self, split):
         return os.path.join(self.dir, f'{split}.bin')
