@@ -16,6 +16,18 @@ import torch
 from tokenizer import load_meta
 
 
+def check_same_tokenizer(where, meta, theirs):
+    """Data described by `meta` (read from `where`) must be encoded as a checkpoint's model expects (its tokenizer
+    meta `theirs`): the same tokenizer and the same vocabulary, or every id means another token."""
+    if meta['tokenizer'] != theirs.get('tokenizer'):
+        raise ValueError(f"{where} uses the {meta['tokenizer']!r} tokenizer, the checkpoint {theirs.get('tokenizer')!r}")
+    if meta.get('chars') != theirs.get('chars') or meta['vocab_size'] != theirs.get('vocab_size'):
+        only = sorted(set(meta.get('chars') or ()) - set(theirs.get('chars') or ()))
+        raise ValueError(f"{where} and the checkpoint both use the {meta['tokenizer']!r} tokenizer but with different "
+                         f"vocabularies (data {meta['vocab_size']} tokens, checkpoint {theirs.get('vocab_size')}"
+                         + (f"; only in the data: {''.join(only[:20])!r}" if only else "") + "): ids would mean other tokens")
+
+
 def rng_seed(*key):
     """A 64-bit seed for one use of randomness, a hash of its key."""
     return int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), 'little')
