@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from compare import add_arguments as add_compare_arguments, atomic_write, cmd_compare, pyplot, save_fig
+from configurator import ArgumentParser
 
 # -----------------------------------------------------------------------------
 # loading models and tokens
@@ -43,13 +44,14 @@ def load_tokens(data, split, meta):
     """Token ids of `data` -> (ids, tokenizer meta): a prepared dir's {split}.bin with its meta.json, or a raw text
     file encoded with `meta`'s tokenizer."""
     from tokenizer import get_tokenizer
-    from tokens import TokenData
+    from tokens import TokenData, check_same_tokenizer
     if os.path.isdir(data):
         tokens = TokenData(data)
         data_meta = tokens.meta or {}
-        if meta and any(meta.get(k) != data_meta.get(k) for k in ('tokenizer', 'vocab_size', 'chars')):
-            raise ValueError(f"{data} uses the {data_meta.get('tokenizer')} tokenizer (vocab {data_meta.get('vocab_size')}) "
-                             f"but the checkpoint was trained with {meta.get('tokenizer')} (vocab {meta.get('vocab_size')})")
+        if meta and not data_meta:
+            raise ValueError(f"{data} has no meta.json: nothing says it was encoded with the checkpoint's {meta['tokenizer']!r} tokenizer")
+        if meta:
+            check_same_tokenizer(os.path.join(data, 'meta.json'), data_meta, meta)
         return tokens.tokens(split), data_meta or None
     if not os.path.isfile(data):
         raise FileNotFoundError(f"--data {data}: no such file or directory")
@@ -413,8 +415,21 @@ def cmd_mc(args):
 
 # -----------------------------------------------------------------------------
 
+def check_args(args):
+    """The option validation layer: counts in range, and a sweep's outputs never an input or unwritable."""
+    from checkpoint import check_out_path
+    minimum = dict(batch_size=1, tokens=1, block_size=0, length=1, max_maps=1, plot_rows=1, limit=0)
+    for k, lo in minimum.items():
+        if getattr(args, k, lo) < lo:
+            raise ValueError(f"--{k} must be >= {lo}, got {getattr(args, k)}")
+    if args.cmd == 'sweep':
+        inputs = [args.checkpoint, args.data] + ([args.maps_file] if args.maps_file else [])
+        for out in (args.out, os.path.splitext(args.out)[0] + '.png'):
+            check_out_path(out, inputs)
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='cmd', required=True)
     run = argparse.ArgumentParser(add_help=False)  # options of the commands that run a model
     run.add_argument('--device', default='auto', help="auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps")
@@ -454,6 +469,7 @@ def main(argv=None):
 
     args = p.parse_args(argv)
     try:
+        check_args(args)
         {'ppl': cmd_ppl, 'sweep': cmd_sweep, 'compare': cmd_compare, 'mc': cmd_mc}[args.cmd](args)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
