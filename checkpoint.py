@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 
 from model import ADAPTABLE_KEYS, GPT, GPTConfig
-from tokenizer import check_meta
 
 CONTENT_FIELDS = dict(tokenizer=None, provenance=None, tokens_seen=0, flops_spent=0.0, elapsed=0.0,
                       iter_num=0, config=None)
@@ -183,10 +182,9 @@ def check_checkpoint(ckpt, where):
         GPTConfig.from_dict(args)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{where}: model_args: {e}") from None
-    if not isinstance(ckpt.get('provenance'), (dict, type(None))):
-        raise ValueError(f"{where}: 'provenance' must be a dict or None, got {type(ckpt['provenance']).__name__}")
-    if ckpt.get('tokenizer') is not None:
-        check_meta(ckpt['tokenizer'], f"{where}: tokenizer")
+    for k in ('tokenizer', 'provenance'):  # the tokenizer's contents are checked where one is built (tokenizer.check_meta)
+        if not isinstance(ckpt.get(k), (dict, type(None))):
+            raise ValueError(f"{where}: '{k}' must be a dict or None, got {type(ckpt[k]).__name__}")
     for k, v in CONTENT_FIELDS.items():
         ckpt.setdefault(k, v)
     return ckpt

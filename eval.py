@@ -36,8 +36,11 @@ from configurator import ArgumentParser
 def load_model(spec, device):
     """-> (model in eval mode on device, tokenizer meta dict or None)."""
     from checkpoint import build_model, load_any
+    from tokenizer import check_meta
     ckpt = load_any(spec)
-    return build_model(ckpt).to(device).eval(), ckpt.get('tokenizer')
+    if ckpt['tokenizer'] is not None:
+        check_meta(ckpt['tokenizer'], f"{spec}: tokenizer")
+    return build_model(ckpt).to(device).eval(), ckpt['tokenizer']
 
 
 def load_tokens(data, split, meta):

@@ -13,7 +13,7 @@ import torch
 from checkpoint import build_model, load_any
 from configurator import configure
 from device import choose
-from tokenizer import get_tokenizer
+from tokenizer import check_meta, get_tokenizer
 
 # -----------------------------------------------------------------------------
 init_from = 'resume'  # 'resume' (out_dir: best.pt, else last.pt) | path/to/ckpt.pt | out_dir | 'hf:<dir>' | 'llama2c:<file>[,<tok>]'
@@ -43,6 +43,7 @@ try:
     model = build_model(ckpt)
     if not ckpt.get('tokenizer'):
         raise ValueError("the checkpoint records no tokenizer (its training data had no meta.json)")
+    check_meta(ckpt['tokenizer'], f"{out_dir if init_from == 'resume' else init_from}: tokenizer")
     tok = get_tokenizer(ckpt['tokenizer'])
     if start.startswith('FILE:'):
         try:

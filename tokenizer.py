@@ -41,8 +41,8 @@ def check_meta(meta, where):
         raise ValueError(f"{where}: 'tokenizer' must name how the .bin files were encoded (e.g. 'char', 'gpt2'), got {kind!r}")
     if dtype not in ('uint16', 'uint32'):
         raise ValueError(f"{where}: dtype must be 'uint16' or 'uint32', got {dtype!r}")
-    if kind == 'char' and (not isinstance(meta.get('chars'), list) or len(meta['chars']) != vocab):
-        raise ValueError(f"{where}: a 'char' tokenizer needs 'chars', a list of vocab_size={vocab} characters")
+    if kind == 'char' and (not isinstance(meta.get('chars'), (list, str)) or len(meta['chars']) != vocab):
+        raise ValueError(f"{where}: a 'char' tokenizer needs 'chars', the vocab_size={vocab} characters in id order")
 
 
 def get_tokenizer(meta):

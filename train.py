@@ -287,19 +287,25 @@ say("params: " + ", ".join(f"{k} {v:,}" for k, v in raw_model.param_counts().ite
 
 log_path = os.path.join(out_dir, 'log.jsonl')
 if write_files:
-    os.makedirs(out_dir, exist_ok=True)
-    if init_from == 'resume' and os.path.isfile(log_path):  # drop records written after the checkpoint
-        records = [json.loads(line) for line in open(log_path) if line.endswith('\n')]  # not a line cut off by a crash
-        keep = [r for r in records if r['iter'] < iter_num or (r['iter'] == iter_num and r['type'] != 'train')]
-        with open(log_path + '.tmp', 'w') as f:
-            f.writelines(json.dumps(r) + '\n' for r in keep)
-        os.replace(log_path + '.tmp', log_path)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        if init_from == 'resume' and os.path.isfile(log_path):  # drop records written after the checkpoint
+            records = [json.loads(line) for line in open(log_path) if line.endswith('\n')]  # not a line cut off by a crash
+            keep = [r for r in records if r['iter'] < iter_num or (r['iter'] == iter_num and r['type'] != 'train')]
+            with open(log_path + '.tmp', 'w') as f:
+                f.writelines(json.dumps(r) + '\n' for r in keep)
+            os.replace(log_path + '.tmp', log_path)
+    except OSError as e:  # no permission, a full disk
+        sys.exit(f"error: cannot write to {out_dir}: {e}")
 
 
 def log(**record):
     if write_files:
-        with open(log_path, 'a') as f:
-            f.write(json.dumps(record) + '\n')
+        try:
+            with open(log_path, 'a') as f:
+                f.write(json.dumps(record) + '\n')
+        except OSError as e:  # a full disk: stop with the last checkpoint as it is
+            sys.exit(f"error: cannot append to {log_path}: {e.strerror}")
 
 
 def get_lr(it):
@@ -387,12 +393,12 @@ def save(*names):
     try:
         for name in names:
             save_checkpoint(ckpt, os.path.join(out_dir, name))
-    except ValueError as e:  # disk full, permissions: the previous checkpoint is intact
+        if names:  # config.json describes the saved run: a run that fails before saving leaves the old one
+            with open(os.path.join(out_dir, '.config.json.tmp'), 'w') as f:
+                json.dump(config, f, indent=2)
+            os.replace(os.path.join(out_dir, '.config.json.tmp'), os.path.join(out_dir, 'config.json'))
+    except (ValueError, OSError) as e:  # disk full, permissions: the previous checkpoint is intact
         sys.exit(f"error: {e}")
-    if names:  # config.json describes the saved run: a run that fails before saving leaves the old one
-        with open(os.path.join(out_dir, '.config.json.tmp'), 'w') as f:
-            json.dump(config, f, indent=2)
-        os.replace(os.path.join(out_dir, '.config.json.tmp'), os.path.join(out_dir, 'config.json'))
 
 
 def grow_model(step):

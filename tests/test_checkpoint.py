@@ -144,7 +144,7 @@ def test_not_a_checkpoint_is_named_as_such(tmp_path):
     for bad, msg in ((dict(model_args=[1, 2]), "'model_args' must be a dict"),
                      (dict(model_args={**model.config.to_dict(), 'n_head': 0}), 'model_args: n_head must be'),
                      (dict(model={'w': 1}), "'model' must be a state_dict"),
-                     (dict(tokenizer={'tokenizer': 'char', 'vocab_size': 3}), "tokenizer: a 'char' tokenizer needs 'chars'")):
+                     (dict(tokenizer=['char']), "'tokenizer' must be a dict or None")):
         torch.save({**make_checkpoint(model.state_dict(), model.config.to_dict()), **bad}, tmp_path / 'bad.pt')
         with pytest.raises(ValueError, match=msg):
             load_checkpoint(tmp_path / 'bad.pt')

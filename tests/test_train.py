@@ -93,7 +93,9 @@ def test_bad_cli_is_one_line_error(repo):
 def test_bad_data_path_is_one_line_error(repo, tmp_path):
     p = subprocess.run([sys.executable, 'train.py', f'--data_dir={tmp_path}/nope', f'--out_dir={tmp_path}/out'],
                        cwd=repo, capture_output=True, text=True, timeout=60)
-    assert p.returncode != 0 and len(p.stderr.strip().splitlines()) == 1 and 'train.bin not found' in p.stderr, p.stderr
+    lines = p.stderr.strip().splitlines()  # diagnostics (the config echo) may come first; one error, last
+    assert p.returncode != 0 and lines[-1].startswith('error:') and 'train.bin not found' in lines[-1], p.stderr
+    assert sum(l.startswith('error:') for l in lines) == 1 and 'Traceback' not in p.stderr
 
 # -----------------------------------------------------------------------------
 # training runs
