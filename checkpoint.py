@@ -24,6 +24,10 @@ Foreign and sharded formats are convert.py's and parallel.py's, imported lazily 
 need none of their dependencies.
 """
 import os
+import pickle
+import re
+import shutil
+import zipfile
 from pathlib import Path
 
 import torch
@@ -48,9 +52,77 @@ def make_checkpoint(state_dict, model_args, **fields):
                 **(CONTENT_FIELDS | fields))
 
 
+def check_out_path(out, inputs=(), directory=False):
+    """Refuse an output path before any work: one that is an input (writing it would destroy the source),
+    a directory where a file is wanted (or the reverse), or a path below a regular file. -> ValueError."""
+    out = Path(out)
+    for src in (f for spec in inputs for f in spec_files(spec)):
+        if out.exists() and os.path.exists(src) and os.path.samefile(out, src):
+            raise ValueError(f"output {out} is also an input ({src}): writing it would overwrite the source; choose another path")
+    if out.exists() and out.is_dir() != directory:
+        raise ValueError(f"output {out} exists and is a {'directory' if out.is_dir() else 'file'}; "
+                         f"give a {'directory' if directory else 'file path'}")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"output {out} is below {parent}, which is a file, not a directory")
+
+
+def spec_files(spec):
+    """The files a model spec (or a plain input path) reads: a run dir's or HF dir's files, both llama2c files."""
+    spec = str(spec)
+    if spec.startswith('llama2c:'):
+        return [p for p in spec[len('llama2c:'):].split(',') if p]
+    path = spec[len('hf:'):] if spec.startswith('hf:') else spec
+    return [os.path.join(path, f) for f in os.listdir(path)] if os.path.isdir(path) else [path]
+
+
+TEMP_NAME = re.compile(r'\.(.+)\.tmp(\d+)')  # save_checkpoint's temp files: .<name>.tmp<pid>
+
+
+def remove_stale_temps(directory):
+    """Delete save_checkpoint temp files left by processes that no longer run (killed mid-save): each is a
+    full-size checkpoint nothing will ever read. Temp files of live processes (a concurrent save) stay."""
+    for p in Path(directory).glob('.*.tmp*'):
+        m = TEMP_NAME.fullmatch(p.name)
+        if m and int(m[2]) != os.getpid() and not pid_alive(int(m[2])):
+            p.unlink(missing_ok=True)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def tensor_bytes(obj):
+    """Bytes of the distinct tensor storages in a nested checkpoint dict (tied weights count once)."""
+    storages = {}
+    def walk(o):
+        if isinstance(o, torch.Tensor):
+            storages[o.untyped_storage().data_ptr()] = o.untyped_storage().nbytes()
+        elif isinstance(o, dict):
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                walk(v)
+    walk(obj)
+    return sum(storages.values())
+
+
 def save_checkpoint(ckpt, path):
+    """Write atomically: a temp file beside path, fsync, rename. A failed write (disk full, no permission)
+    raises ValueError with one line and leaves the previous file as it was and no temp file behind."""
     path = Path(path)
+    check_out_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent)
     tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
     try:
         with open(tmp, 'wb') as f:
@@ -58,23 +130,67 @@ def save_checkpoint(ckpt, path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch's writer reports a full disk as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        need, free = tensor_bytes(ckpt), shutil.disk_usage(path.parent).free
+        if getattr(e, 'errno', None) == 28 or free < need:  # ENOSPC
+            raise ValueError(f"cannot write {path}: no space left in {path.parent} (needs about {need / 2**20:.1f} MiB, "
+                             f"{free / 2**20:.1f} MiB free); the previous {path.name}, if any, is unchanged") from None
+        reason = getattr(e, 'strerror', None) or (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        raise ValueError(f"cannot write {path}: {reason}") from None
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def safe_torch_load(path, label='checkpoint', kind='a nanogrow checkpoint', map_location='cpu'):
+    """torch.load(weights_only=True) of a file from anywhere: a file that is not a PyTorch zip file is never
+    unpickled, and one that holds other Python objects is refused, both with one line that says so."""
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"cannot read {label} {path}: an empty file, not {kind}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"cannot read {label} {path}: not {kind} (not a PyTorch zip file)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only met an object it will not construct
+        found = re.search(r'GLOBAL (\S+)', str(e))
+        what = f" such as {found[1]}" if found else ""
+        raise ValueError(f"cannot read {label} {path}: not {kind}; refused for safety: it holds Python objects{what} "
+                         f"beyond tensors and builtins, and loading them could run code") from None
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise ValueError(f"cannot read {label} {path}: not {kind} (unreadable: {reason})") from None
+
+
 def load_checkpoint(path, map_location='cpu'):
+    path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot read checkpoint {path}: {msg[:200]}") from None
-    if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_args' not in ckpt:
-        raise ValueError(f"{path} is not a nanogrow checkpoint (no 'model'/'model_args')")
-    if 'grown_at' in ckpt:  # written before runs could grow more than once
+    ckpt = safe_torch_load(path, map_location=map_location)
+    if isinstance(ckpt, dict) and 'grown_at' in ckpt:  # written before runs could grow more than once
         grown_at = ckpt.pop('grown_at')
         ckpt['growths'] = [] if grown_at is None else [grown_at]
+    return check_checkpoint(ckpt, path)
+
+
+def check_checkpoint(ckpt, where):
+    """The checkpoint validation layer: a dict with a state_dict of tensors and model_args a GPTConfig accepts;
+    content fields a checkpoint lacks (written by older code, or nanoGPT) get their defaults. -> ckpt."""
+    if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_args' not in ckpt:
+        raise ValueError(f"{where} is not a nanogrow checkpoint (no 'model'/'model_args')")
+    model, args = ckpt['model'], ckpt['model_args']
+    if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+        raise ValueError(f"{where}: 'model' must be a state_dict (names -> tensors)")
+    if not isinstance(args, dict):
+        raise ValueError(f"{where}: 'model_args' must be a dict of GPTConfig keys, got {type(args).__name__}")
+    try:
+        GPTConfig.from_dict(args)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{where}: model_args: {e}") from None
+    for k in ('tokenizer', 'provenance'):  # the tokenizer's contents are checked where one is built (tokenizer.check_meta)
+        if not isinstance(ckpt.get(k), (dict, type(None))):
+            raise ValueError(f"{where}: '{k}' must be a dict or None, got {type(ckpt[k]).__name__}")
+    for k, v in CONTENT_FIELDS.items():
+        ckpt.setdefault(k, v)
     return ckpt
 
 
@@ -83,6 +199,8 @@ def run_checkpoint(out_dir):
     or last.dcp if that is newer. A sharded one comes without model and optimizer (they are read into
     the sharded model) and with 'sharded': its path."""
     path, sharded = os.path.join(out_dir, 'last.pt'), os.path.join(out_dir, 'last.dcp')
+    if os.path.isdir(out_dir):
+        remove_stale_temps(out_dir)
     if os.path.exists(sharded) and (not os.path.exists(path) or os.path.getmtime(sharded) > os.path.getmtime(path)):
         from parallel import read_extra
         path, ckpt = sharded, dict(read_extra(sharded), sharded=sharded, optimizer=None)

@@ -9,6 +9,7 @@ keys (in files as well as on the command line), and every value is type checked 
 default: ints are accepted where floats are expected, bools are True/False/true/false, a key whose
 default is None also takes None, and lists/dicts are Python literals. Values may contain '='.
 """
+import argparse
 import ast
 import difflib
 import io
@@ -158,3 +159,11 @@ def configure(defaults, argv=None, types=None):
     for k in explicit:
         print(f"config: {k} = {config[k]!r}", file=sys.stderr)
     return config
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the scripts with subcommands (eval.py, convert.py), under the same error contract:
+    a bad option is one `error:` line on stderr and exit 2, not a usage dump."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see python {self.prog} --help)\n")

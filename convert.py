@@ -25,7 +25,8 @@ import tempfile
 import numpy as np
 import torch
 
-from checkpoint import make_checkpoint
+from checkpoint import check_out_path, make_checkpoint, safe_torch_load
+from configurator import ArgumentParser
 from model import GPT, GPTConfig
 
 FAMILIES = ('gpt2', 'gpt_neo', 'llama')
@@ -97,8 +98,12 @@ def import_model(spec):
         args, sd, tok = import_llama2c(path, tok_path or None)
     else:
         raise ValueError(f"unknown model spec {spec!r}: use 'hf:<dir or hub name>' or 'llama2c:<model.bin>[,<tokenizer.bin>]'")
+    try:
+        config = GPTConfig(**args)
+    except ValueError as e:
+        raise ValueError(f"{spec}: {e}") from None
     with torch.device('meta'):  # shapes without allocating anything
-        meta = GPT(GPTConfig(**args))
+        meta = GPT(config)
     for k, v in meta.state_dict().items():
         if sd[k].shape != v.shape:
             raise ValueError(f"{spec}: shape mismatch for {k}: the file has {list(sd[k].shape)}, its config implies {list(v.shape)}")
@@ -134,8 +139,13 @@ def load_hf_tensors(d):
         if os.path.exists(os.path.join(d, single)):
             files = [single]
         elif os.path.exists(os.path.join(d, index)):
-            with open(os.path.join(d, index)) as f:
-                files = sorted(set(json.load(f)['weight_map'].values()))
+            try:
+                with open(os.path.join(d, index)) as f:
+                    weight_map = json.load(f)['weight_map']
+                files = sorted(set(weight_map.values()))
+                assert all(isinstance(fn, str) and os.path.basename(fn) == fn for fn in files)
+            except (ValueError, KeyError, TypeError, AttributeError, AssertionError):
+                raise ValueError(f"{os.path.join(d, index)}: not a shard index (want {{\"weight_map\": {{tensor: file name}}}})") from None
         else:
             continue
         sd = {}
@@ -147,7 +157,7 @@ def load_hf_tensors(d):
                 if fn.endswith('.safetensors'):
                     sd.update(_safetensors().load_file(path))
                 else:
-                    sd.update(torch.load(path, map_location='cpu', weights_only=True))
+                    sd.update(safe_torch_load(path, 'weights file', 'a PyTorch weights file'))
             except ValueError:
                 raise
             except Exception as e:
@@ -207,9 +217,15 @@ def import_hf(name):
     try:
         with open(cfg_path) as f:
             c = json.load(f)
+        if not isinstance(c, dict):
+            raise ValueError(f"{cfg_path} must hold a JSON object, got a {type(c).__name__}")
         family, args = hf_args(c, d)
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{cfg_path}: unreadable config ({type(e).__name__}: {e})")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{cfg_path}: unreadable config ({type(e).__name__}: {e})") from None
+    try:
+        GPTConfig(**args)  # before reading the weights: a bad shape is this file's fault
+    except ValueError as e:
+        raise ValueError(f"{cfg_path}: {e}") from None
     hf = load_hf_tensors(d)
     if family != 'llama':  # old GPT-2/Neo files name the base model's tensors without 'transformer.'
         hf = {k if k.startswith(('transformer.', 'lm_head.')) else 'transformer.' + k: v for k, v in hf.items()}
@@ -531,7 +547,7 @@ def export_hf(model, out_dir, family='auto', dtype='float32', tokenizer=None):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__.split('\n\n')[0].strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest='cmd', required=True)
     p = sub.add_parser('import', help="hf:<dir or hub name> | llama2c:<model.bin>[,<tokenizer.bin>] -> nanogrow checkpoint")
     p.add_argument('spec')
@@ -545,6 +561,7 @@ def main(argv=None):
     from checkpoint import build_model, load_any, save_checkpoint
     try:
         if args.cmd == 'import':
+            check_out_path(args.out, [args.spec])
             ckpt = import_model(args.spec)
             save_checkpoint(ckpt, args.out)
             a, tok = ckpt['model_args'], ckpt['tokenizer']
@@ -552,6 +569,7 @@ def main(argv=None):
                   f"n_head={a['n_head']}/{a['n_kv_head'] or a['n_head']} block_size={a['block_size']}, "
                   f"tokenizer={tok['tokenizer'] if tok else 'none'} -> {args.out}", file=sys.stderr)
         else:
+            check_out_path(args.out, [args.ckpt], directory=True)
             ckpt = load_any(args.ckpt)
             family = export_hf(build_model(ckpt), args.out, args.family, args.dtype, ckpt.get('tokenizer'))
             print(f"exported {args.ckpt} as {family} ({args.dtype}) -> {args.out}", file=sys.stderr)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from compare import add_arguments as add_compare_arguments, atomic_write, cmd_compare, pyplot, save_fig
+from configurator import ArgumentParser
 
 # -----------------------------------------------------------------------------
 # loading models and tokens
@@ -35,20 +36,25 @@ from compare import add_arguments as add_compare_arguments, atomic_write, cmd_co
 def load_model(spec, device):
     """-> (model in eval mode on device, tokenizer meta dict or None)."""
     from checkpoint import build_model, load_any
+    from tokenizer import check_meta
     ckpt = load_any(spec)
-    return build_model(ckpt).to(device).eval(), ckpt.get('tokenizer')
+    if ckpt['tokenizer'] is not None:
+        check_meta(ckpt['tokenizer'], f"{spec}: tokenizer")
+    return build_model(ckpt).to(device).eval(), ckpt['tokenizer']
 
 
 def load_tokens(data, split, meta):
     """Token ids of `data` -> (ids, tokenizer meta): a prepared dir's {split}.bin with its meta.json, or a raw text
     file encoded with `meta`'s tokenizer."""
-    from tokenizer import get_tokenizer, tokenizer_mismatch
+    from tokenizer import check_same_tokenizer, get_tokenizer
     from tokens import TokenData
     if os.path.isdir(data):
         tokens = TokenData(data, splits=(split,))
         data_meta = tokens.meta or {}
-        if meta and tokenizer_mismatch(data_meta, meta):
-            raise ValueError(f"{data} was tokenized differently from the checkpoint's training data ({tokenizer_mismatch(data_meta, meta)})")
+        if meta and not data_meta:
+            raise ValueError(f"{data} has no meta.json: nothing says it was encoded with the checkpoint's {meta['tokenizer']!r} tokenizer")
+        if meta:
+            check_same_tokenizer(os.path.join(data, 'meta.json'), data_meta, meta)
         return tokens.tokens(split), data_meta or None
     if not os.path.isfile(data):
         raise FileNotFoundError(f"--data {data}: no such file or directory")
@@ -414,8 +420,21 @@ def cmd_mc(args):
 
 # -----------------------------------------------------------------------------
 
+def check_args(args):
+    """The option validation layer: counts in range, and a sweep's outputs never an input or unwritable."""
+    from checkpoint import check_out_path
+    minimum = dict(batch_size=1, tokens=1, block_size=0, length=1, max_maps=1, plot_rows=1, limit=0)
+    for k, lo in minimum.items():
+        if getattr(args, k, lo) < lo:
+            raise ValueError(f"--{k} must be >= {lo}, got {getattr(args, k)}")
+    if args.cmd == 'sweep':
+        inputs = [args.checkpoint, args.data] + ([args.maps_file] if args.maps_file else [])
+        for out in (args.out, os.path.splitext(args.out)[0] + '.png'):
+            check_out_path(out, inputs)
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='cmd', required=True)
     run = argparse.ArgumentParser(add_help=False)  # options of the commands that run a model
     run.add_argument('--device', default='auto', help="auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps")
@@ -455,6 +474,7 @@ def main(argv=None):
 
     args = p.parse_args(argv)
     try:
+        check_args(args)
         {'ppl': cmd_ppl, 'sweep': cmd_sweep, 'compare': cmd_compare, 'mc': cmd_mc}[args.cmd](args)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")

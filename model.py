@@ -72,21 +72,31 @@ class GPTConfig:
         for key in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd'):
             v = getattr(self, key)
             check(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{key} must be a positive integer, got {v!r}")
-        check(self.mlp_hidden is None or (isinstance(self.mlp_hidden, int) and self.mlp_hidden > 0),
-              f"mlp_hidden must be None or a positive integer, got {self.mlp_hidden!r}")
+        check(self.mlp_hidden is None or (isinstance(self.mlp_hidden, int) and not isinstance(self.mlp_hidden, bool)
+              and self.mlp_hidden > 0), f"mlp_hidden must be None or a positive integer, got {self.mlp_hidden!r}")
+        for key in ('bias', 'tie_embeddings', 'ia3', 'qkv_bias'):
+            v = getattr(self, key)
+            check(isinstance(v, bool) or (key == 'qkv_bias' and v is None), f"{key} must be True or False, got {v!r}")
+        for key in ('norm_eps', 'rope_theta', 'lora_alpha', 'attn_scale'):
+            v = getattr(self, key)
+            check((v is None and key == 'attn_scale') or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                  and math.isfinite(v) and v > 0), f"{key} must be a positive number, got {v!r}")
         for key in ('dropout', 'lora_dropout'):
-            check(isinstance(getattr(self, key), (int, float)) and 0 <= getattr(self, key) < 1, f"{key} must be in [0, 1), got {getattr(self, key)!r}")
-        check(self.n_kv_head is None or (isinstance(self.n_kv_head, int) and self.n_kv_head > 0
+            check(isinstance(getattr(self, key), (int, float)) and not isinstance(getattr(self, key), bool) and 0 <= getattr(self, key) < 1, f"{key} must be in [0, 1), got {getattr(self, key)!r}")
+        check(self.n_kv_head is None or (isinstance(self.n_kv_head, int) and not isinstance(self.n_kv_head, bool) and self.n_kv_head > 0
               and self.n_head % self.n_kv_head == 0), f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head}")
         check(self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        check(self.pos != 'rope' or (self.n_embd // self.n_head) % 2 == 0,
+              f"pos='rope' needs an even head size, but n_embd/n_head = {self.n_embd}/{self.n_head} = {self.n_embd // self.n_head}")
         check(self.norm in ('layernorm', 'rmsnorm'), f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
         check(self.pos in ('learned', 'rope'), f"pos must be 'learned' or 'rope', got {self.pos!r}")
         check(self.rope_layout in ('half', 'interleaved'), f"rope_layout must be 'half' or 'interleaved', got {self.rope_layout!r}")
         check(self.mlp in ('gelu', 'gelu_tanh', 'swiglu'), f"mlp must be 'gelu', 'gelu_tanh' or 'swiglu', got {self.mlp!r}")
         check(self.adapter_layers in ('all', 'virtual'), f"adapter_layers must be 'all' or 'virtual', got {self.adapter_layers!r}")
+        check(isinstance(self.lora_targets, (list, tuple)), f"lora_targets must be a list of {list(LORA_TARGETS)}, got {self.lora_targets!r}")
         bad = [t for t in self.lora_targets if t not in LORA_TARGETS]
         check(not bad, f"unknown lora_targets {bad}; valid: {list(LORA_TARGETS)}")
-        check(isinstance(self.lora_rank, int) and self.lora_rank >= 0, f"lora_rank must be an int >= 0, got {self.lora_rank!r}")
+        check(isinstance(self.lora_rank, int) and not isinstance(self.lora_rank, bool) and self.lora_rank >= 0, f"lora_rank must be an int >= 0, got {self.lora_rank!r}")
         m = self.layer_map
         if m is not None:
             check(isinstance(m, (list, tuple)) and len(m) > 0, f"layer_map must be a non-empty list of block indices, got {m!r}")
@@ -96,9 +106,11 @@ class GPTConfig:
         w = self.attn_window
         if isinstance(w, (list, tuple)):
             check(len(w) == self.n_logical, f"attn_window has {len(w)} entries but there are {self.n_logical} logical layers")
+            check(all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in w), f"attn_window entries must be ints >= 0, got {w!r}")
             self.attn_window = list(w)
         else:
-            check(w is None or (isinstance(w, int) and w >= 0), f"attn_window must be None, an int >= 0 or a list, got {w!r}")
+            check(w is None or (isinstance(w, int) and not isinstance(w, bool) and w >= 0),
+                  f"attn_window must be None, an int >= 0 or a list, got {w!r}")
 
     @property
     def n_logical(self):

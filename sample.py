@@ -5,6 +5,7 @@ $ python sample.py --init_from=out/best.pt --start="Once upon a time" --num_samp
 $ python sample.py --init_from=llama2c:../shared/models/stories260K/stories260K.bin,../shared/models/stories260K/tok512.bin
 The prompt is encoded with the tokenizer recorded in the checkpoint (the training data's meta.json).
 """
+import math
 import sys
 
 import torch
@@ -12,7 +13,7 @@ import torch
 from checkpoint import build_model, load_any
 from configurator import configure
 from device import choose
-from tokenizer import get_tokenizer
+from tokenizer import check_meta, get_tokenizer
 
 # -----------------------------------------------------------------------------
 init_from = 'resume'  # 'resume' (out_dir: best.pt, else last.pt) | path/to/ckpt.pt | out_dir | 'hf:<dir>' | 'llama2c:<file>[,<tok>]'
@@ -31,15 +32,25 @@ globals().update(configure(defaults, types={'top_k': (int, type(None))}))
 torch.manual_seed(seed)
 
 try:
+    if num_samples < 1 or max_new_tokens < 1:
+        raise ValueError(f"num_samples and max_new_tokens must be >= 1, got {num_samples} and {max_new_tokens}")
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, or None for all tokens, got {top_k}")
     ckpt = load_any(out_dir if init_from == 'resume' else init_from)
     policy = choose(device, dtype, width=ckpt['model_args']['n_embd'], sampling=True)
     model = build_model(ckpt)
     if not ckpt.get('tokenizer'):
         raise ValueError("the checkpoint records no tokenizer (its training data had no meta.json)")
+    check_meta(ckpt['tokenizer'], f"{out_dir if init_from == 'resume' else init_from}: tokenizer")
     tok = get_tokenizer(ckpt['tokenizer'])
     if start.startswith('FILE:'):
-        with open(start[5:], encoding='utf-8') as f:
-            start = f.read()
+        try:
+            with open(start[5:], encoding='utf-8') as f:
+                start = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--start={start}: cannot read the prompt file ({getattr(e, 'strerror', None) or e})") from None
     ids = tok.encode(start)
     first = tok.bos if tok.bos is not None else tok.eot if not ids else None  # llama2.c models expect BOS first
     ids = ([first] if first is not None else []) + ids

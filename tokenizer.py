@@ -23,8 +23,12 @@ def load_meta(data_dir):
     path = os.path.join(data_dir, 'meta.json')
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no meta.json in {data_dir} (run the dataset's prepare.py first)")
-    with open(path) as f:
-        meta = json.load(f)
+    try:
+        with open(path, encoding='utf-8') as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    check_meta(meta, path)
     if meta.get('path') and not os.path.isabs(meta['path']):  # tokenizer file given relative to the data dir
         meta['path'] = os.path.join(data_dir, meta['path'])
     if meta.get('tokenizer') == 'bpe' and 'tokenizer_json' not in meta:
@@ -36,13 +40,35 @@ def load_meta(data_dir):
     return meta
 
 
-def tokenizer_mismatch(a, b):
-    """None if tokenizer metas a and b encode text the same way, else what differs (for an error message)."""
-    for key, what in (('tokenizer', 'kind'), ('chars', 'character vocabulary'), ('tokenizer_json', 'trained vocabulary'),
-                      ('vocab_size', 'vocab_size')):
-        if a.get(key) != b.get(key):
-            return what if key in ('chars', 'tokenizer_json') else f"{what} {a.get(key)!r} vs {b.get(key)!r}"
-    return None
+def check_meta(meta, where):
+    """The validation of a tokenizer meta dict (a data dir's meta.json, or the copy a checkpoint carries):
+    ValueError naming `where` and the key that is wrong."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"{where} must hold a JSON object (tokenizer, vocab_size, dtype, ...), got a {type(meta).__name__}")
+    vocab, kind, dtype = meta.get('vocab_size'), meta.get('tokenizer'), meta.get('dtype', 'uint16')
+    if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 1:
+        raise ValueError(f"{where}: vocab_size must be a positive integer, got {vocab!r}")
+    if not isinstance(kind, str):
+        raise ValueError(f"{where}: 'tokenizer' must name how the .bin files were encoded (e.g. 'char', 'gpt2'), got {kind!r}")
+    if dtype not in ('uint16', 'uint32'):
+        raise ValueError(f"{where}: dtype must be 'uint16' or 'uint32', got {dtype!r}")
+    if kind == 'char' and (not isinstance(meta.get('chars'), (list, str)) or len(meta['chars']) != vocab):
+        raise ValueError(f"{where}: a 'char' tokenizer needs 'chars', the vocab_size={vocab} characters in id order")
+
+
+def check_same_tokenizer(where, meta, theirs):
+    """Data described by `meta` (read from `where`) must be encoded as a checkpoint's model expects (its tokenizer
+    meta `theirs`): the same tokenizer and the same vocabulary, or every id means another token."""
+    if meta['tokenizer'] != theirs.get('tokenizer'):
+        raise ValueError(f"{where} uses the {meta['tokenizer']!r} tokenizer, the checkpoint {theirs.get('tokenizer')!r}")
+    if meta.get('tokenizer_json') != theirs.get('tokenizer_json'):
+        raise ValueError(f"{where} and the checkpoint use different trained {meta['tokenizer']!r} vocabularies: "
+                         "ids would mean other tokens")
+    if meta.get('chars') != theirs.get('chars') or meta['vocab_size'] != theirs.get('vocab_size'):
+        only = sorted(set(meta.get('chars') or ()) - set(theirs.get('chars') or ()))
+        raise ValueError(f"{where} and the checkpoint both use the {meta['tokenizer']!r} tokenizer but with different "
+                         f"vocabularies (data {meta['vocab_size']} tokens, checkpoint {theirs.get('vocab_size')}"
+                         + (f"; only in the data: {''.join(only[:20])!r}" if only else "") + "): ids would mean other tokens")
 
 
 def train_bpe(texts, vocab_size, length=None, progress=False):

@@ -28,22 +28,53 @@ class TokenData:
     """The token streams of a data dir (`splits` must exist); meta is None when the dir has no meta.json."""
 
     def __init__(self, data_dir, splits=('train', 'val')):
+        """Validates the dir at once: meta.json (tokenizer.load_meta), each of `splits` present as a non-empty
+        .bin file of whole tokens (or as shards listed in meta.json), and ids within meta's vocab_size; every
+        problem is a ValueError / FileNotFoundError naming the file."""
         self.dir = data_dir
         self.meta = load_meta(data_dir) if os.path.isfile(os.path.join(data_dir, 'meta.json')) else None
         self.dtype = np.dtype((self.meta or {}).get('dtype', 'uint16'))
         self.shards = (self.meta or {}).get('shards') or {}
         for split in splits:
-            if not os.path.isfile(os.path.join(data_dir, f'{split}.bin')) and not self.shards.get(split):
-                raise FileNotFoundError(f"{os.path.join(data_dir, split + '.bin')} not found "
-                                        "(run data/<name>/prepare.py, or set data_dir)")
+            if self.shards.get(split) and not os.path.isfile(self.path(split)):
+                continue  # shards are checked against meta.json's sizes when opened
+            if not os.path.isfile(self.path(split)):
+                raise FileNotFoundError(f"{self.path(split)} not found (run data/<name>/prepare.py, or set data_dir)")
+            size = os.path.getsize(self.path(split))
+            if size == 0:
+                raise ValueError(f"{self.path(split)} is empty (re-run the dataset's prepare.py)")
+            if size % self.dtype.itemsize:
+                raise ValueError(f"{self.path(split)} has {size} bytes, not a whole number of {self.dtype} tokens "
+                                 f"({self.dtype.itemsize} bytes each): truncated, or meta.json's dtype is wrong")
+            if self.meta:
+                self.check_ids(split, self.meta['vocab_size'], 'meta.json vocab_size')
+
+    def check_ids(self, split, vocab_size, whose):
+        """Raise if split holds a token id >= vocab_size (a data dir tokenized for another vocabulary)."""
+        if vocab_size > np.iinfo(self.dtype).max:
+            return  # every id the dtype can hold fits
+        top = self.max_id(split)
+        if top >= vocab_size:
+            raise ValueError(f"{self.path(split)} holds token id {top}, outside the {whose} of {vocab_size} "
+                             f"(the data was tokenized for another vocabulary)")
+
+    def max_id(self, split):
+        """The largest id in split: of the whole file up to 64M tokens, beyond that of 64 evenly spaced 1M-token
+        chunks (cheap on a huge file; a file tokenized for another vocabulary has large ids everywhere)."""
+        data, chunk = self.tokens(split), 1 << 20
+        if len(data) <= 64 * chunk:
+            return int(data.max())
+        return int(max(data[s:s + chunk].max() for s in np.linspace(0, len(data) - chunk, 64).astype(np.int64)))
+
+    def path(self, split):
+        return os.path.join(self.dir, f'{split}.bin')
 
     def tokens(self, split):
         """The tokens of split: an np.memmap of {split}.bin, or the split's shards as one array. A new
         one per call: a long-lived memmap grows the process's memory as pages are touched
         (https://stackoverflow.com/questions/45132940/numpy-memmap-memory-usage-want-to-iterate-once/61472122#61472122)."""
-        single = os.path.join(self.dir, f'{split}.bin')
-        if os.path.isfile(single):
-            return np.memmap(single, dtype=self.dtype, mode='r')
+        if os.path.isfile(self.path(split)):
+            return np.memmap(self.path(split), dtype=self.dtype, mode='r')
         if not self.shards.get(split):
             raise FileNotFoundError(f"no {split}.bin and no {split} shards listed in {self.dir}/meta.json")
         paths = [os.path.join(self.dir, s['file']) for s in self.shards[split]]

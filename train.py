@@ -32,11 +32,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from checkpoint import build_model, load_any, make_checkpoint, run_checkpoint, save_checkpoint
+from checkpoint import build_model, check_out_path, load_any, make_checkpoint, run_checkpoint, save_checkpoint
 from configurator import resolve
 from device import choose
 from model import ADAPTABLE_KEYS, GPT, GPTConfig
-from tokenizer import tokenizer_mismatch
+from tokenizer import check_same_tokenizer
 from tokens import TokenData, rng_seed
 
 # -----------------------------------------------------------------------------
@@ -109,6 +109,16 @@ try:
     for k in ('eval_interval', 'log_interval', 'eval_iters', 'batch_size', 'gradient_accumulation_steps'):
         if config[k] < 1:
             raise ValueError(f"{k} must be >= 1, got {config[k]}")
+    for k in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'min_lr', 'weight_decay', 'grad_clip', 'grow_at_iter'):
+        if config[k] < 0:
+            raise ValueError(f"{k} must be >= 0, got {config[k]}")
+    if not config['learning_rate'] > 0:
+        raise ValueError(f"learning_rate must be > 0, got {config['learning_rate']}")
+    for k in ('beta1', 'beta2'):
+        if not 0 <= config[k] < 1:
+            raise ValueError(f"{k} must be in [0, 1), got {config[k]}")
+    if not config['eval_only']:
+        check_out_path(config['out_dir'], directory=True)
     if config['decay_lr'] and config['lr_decay_iters'] <= config['warmup_iters']:
         raise ValueError(f"lr_decay_iters={config['lr_decay_iters']} must exceed warmup_iters={config['warmup_iters']}")
     if config['grow_at_iter'] and config['grow_steps']:
@@ -118,6 +128,9 @@ try:
     if schedule:
         from grow import check_growth_schedule  # only runs that grow need grow.py
         schedule = check_growth_schedule(schedule)
+    elif {'grow_method', 'grow_options'} & set(explicit):  # a typo must not wait for a growth step that never comes
+        from grow import check_growth_schedule
+        check_growth_schedule([dict(iter=1, method=config['grow_method'], options=config['grow_options'])])
     for key, allowed in (('grow_optimizer', ('fresh', 'carry')), ('grow_lr', ('restart', 'continue'))):
         if config[key] not in allowed:
             raise ValueError(f"{key} must be one of {allowed}, got {config[key]!r}")
@@ -171,6 +184,22 @@ def get_batch(split, *key):
     return x.to(device), y.to(device)
 
 
+def check_all_blocks_run(cfg, scratch):
+    """A layer_map that never runs some stored blocks trains nothing in them and counts them as parameters:
+    almost always a mistake (eval.py sweep runs such maps on purpose, without training)."""
+    used = sorted(set(cfg.physical_map()))
+    unused = sorted(set(range(cfg.n_layer)) - set(used))
+    if not unused:
+        return
+    if scratch:
+        fix = f"set n_layer={len(used)}" + ("" if used == list(range(len(used))) else
+                                            f" and layer_map={[used.index(i) for i in cfg.layer_map]}")
+    else:
+        fix = "to drop blocks of a trained model, make a model of the ones you keep with grow.py --method map"
+    raise ValueError(f"layer_map {cfg.layer_map} never runs block(s) {unused} of the {cfg.n_layer} stored: "
+                     f"they would be stored and counted but never trained; {fix}")
+
+
 # model: from scratch, or from a checkpoint (resume / weights of another run / an imported model)
 iter_num, best_val_loss, tokens_seen, flops_spent, elapsed_before = 0, float('inf'), 0, 0.0, 0.0
 growths, provenance = [], None  # the iterations at which this run grew its model; how the model was grown
@@ -180,9 +209,12 @@ try:
         if vocab_size is None and meta is None:
             raise ValueError(f"no meta.json in {data_dir}: set vocab_size")
         model_args = {k: config[k] for k in model_keys}
-        model_args['vocab_size'] = vocab_size or meta['vocab_size']
+        model_args['vocab_size'] = meta['vocab_size'] if vocab_size is None else vocab_size
+        model_config = GPTConfig.from_dict(model_args)
+        if 'layer_map' in explicit:
+            check_all_blocks_run(model_config, scratch=True)
         torch.manual_seed(seed)
-        raw_model = GPT(GPTConfig.from_dict(model_args))
+        raw_model = GPT(model_config)
     else:
         # the checkpoint defines the architecture; adapter/virtual-layer keys and dropout may be added to it
         overrides = {} if init_from == 'resume' else {k: config[k] for k in explicit if k in ADAPTABLE_KEYS}
@@ -202,14 +234,19 @@ try:
         if init_from == 'resume':
             iter_num, best_val_loss, growths = ckpt['iter_num'], ckpt['best_val_loss'], ckpt['growths']
             torch.set_rng_state(ckpt['rng']['torch'])
-        if ckpt['tokenizer'] and meta and tokenizer_mismatch(meta, ckpt['tokenizer']):
-            raise ValueError(f"{data_dir} was tokenized differently from the checkpoint's training data "
-                             f"({tokenizer_mismatch(meta, ckpt['tokenizer'])})")
+        if ckpt['tokenizer'] and meta:
+            check_same_tokenizer(os.path.join(data_dir, 'meta.json'), meta, ckpt['tokenizer'])
+        if 'layer_map' in explicit and init_from != 'resume':
+            check_all_blocks_run(raw_model.config, scratch=False)
     if meta and meta['vocab_size'] > raw_model.config.vocab_size:
         raise ValueError(f"the dataset's vocab_size {meta['vocab_size']} exceeds the model's {raw_model.config.vocab_size}")
+    if meta is None:
+        for split in ('train', 'val'):
+            data.check_ids(split, raw_model.config.vocab_size, "model's vocab_size")
     for split in ('train', 'val'):
         if raw_model.config.block_size >= len(data.tokens(split)):
-            raise ValueError(f"{split}.bin is shorter than block_size+1 = {raw_model.config.block_size + 1} tokens")
+            raise ValueError(f"{data.path(split)} has {len(data.tokens(split))} tokens, fewer than block_size+1 = "
+                             f"{raw_model.config.block_size + 1}: use a smaller block_size or more data")
 except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
 tokenizer_meta = meta or (ckpt or {}).get('tokenizer')
@@ -278,22 +315,25 @@ say("params: " + ", ".join(f"{k} {v:,}" for k, v in raw_model.param_counts().ite
 
 log_path = os.path.join(out_dir, 'log.jsonl')
 if write_files:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, '.config.json.tmp'), 'w') as f:
-        json.dump(config, f, indent=2)
-    os.replace(os.path.join(out_dir, '.config.json.tmp'), os.path.join(out_dir, 'config.json'))
-    if init_from == 'resume' and os.path.isfile(log_path):  # drop records written after the checkpoint
-        records = [json.loads(line) for line in open(log_path) if line.endswith('\n')]  # not a line cut off by a crash
-        keep = [r for r in records if r['iter'] < iter_num or (r['iter'] == iter_num and r['type'] != 'train')]
-        with open(log_path + '.tmp', 'w') as f:
-            f.writelines(json.dumps(r) + '\n' for r in keep)
-        os.replace(log_path + '.tmp', log_path)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        if init_from == 'resume' and os.path.isfile(log_path):  # drop records written after the checkpoint
+            records = [json.loads(line) for line in open(log_path) if line.endswith('\n')]  # not a line cut off by a crash
+            keep = [r for r in records if r['iter'] < iter_num or (r['iter'] == iter_num and r['type'] != 'train')]
+            with open(log_path + '.tmp', 'w') as f:
+                f.writelines(json.dumps(r) + '\n' for r in keep)
+            os.replace(log_path + '.tmp', log_path)
+    except OSError as e:  # no permission, a full disk
+        sys.exit(f"error: cannot write to {out_dir}: {e}")
 
 
 def log(**record):
     if write_files:
-        with open(log_path, 'a') as f:
-            f.write(json.dumps(record) + '\n')
+        try:
+            with open(log_path, 'a') as f:
+                f.write(json.dumps(record) + '\n')
+        except OSError as e:  # a full disk: stop with the last checkpoint as it is
+            sys.exit(f"error: cannot append to {log_path}: {e.strerror}")
 
 
 def get_lr(it):
@@ -380,15 +420,22 @@ def save(*names):
         return
     train_state = dict(scaler=scaler.state_dict(), best_val_loss=best_val_loss, rng={'torch': torch.get_rng_state()},
                        growths=growths)
-    if fsdp:  # every process writes its shards: last.dcp / best.dcp
-        from parallel import save_sharded
-        extra = {k: v for k, v in checkpoint_now(**train_state).items() if k != 'model'}
-        for name in names:
-            save_sharded(os.path.join(out_dir, name.replace('.pt', '.dcp')), raw_model, optimizer, extra)
-    elif write_files:
-        ckpt = checkpoint_now(optimizer=optimizer.state_dict(), **train_state)
-        for name in names:
-            save_checkpoint(ckpt, os.path.join(out_dir, name))
+    try:
+        if fsdp:  # every process writes its shards: last.dcp / best.dcp
+            from parallel import save_sharded
+            extra = {k: v for k, v in checkpoint_now(**train_state).items() if k != 'model'}
+            for name in names:
+                save_sharded(os.path.join(out_dir, name.replace('.pt', '.dcp')), raw_model, optimizer, extra)
+        elif write_files:
+            ckpt = checkpoint_now(optimizer=optimizer.state_dict(), **train_state)
+            for name in names:
+                save_checkpoint(ckpt, os.path.join(out_dir, name))
+        if write_files and names:  # config.json describes the saved run: a run that fails before saving leaves the old one
+            with open(os.path.join(out_dir, '.config.json.tmp'), 'w') as f:
+                json.dump(config, f, indent=2)
+            os.replace(os.path.join(out_dir, '.config.json.tmp'), os.path.join(out_dir, 'config.json'))
+    except (ValueError, OSError) as e:  # disk full, permissions: the previous checkpoint is intact
+        sys.exit(f"error: {e}")
 
 
 def grow_model(step):

@@ -1,5 +1,6 @@
-"""Shared fixtures. Tests that need ../shared (real text, tokenizer files, stories260K) skip on a
-user's machine without it, but fail under CI=true, where it must be present."""
+"""Shared fixtures. Tests that need ../shared (real text, tokenizer files, stories260K) or an optional extra
+(requirements-dev.txt) skip on a user's machine without it, but fail under CI=true, where it must be present."""
+import importlib
 import os
 from pathlib import Path
 
@@ -25,3 +26,14 @@ def shared():
         pytest.skip(f"needs {SHARED} (real data beside the repo)")
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tokenizers" / "tiktoken_cache"))
     return SHARED
+
+
+def require(module):
+    """Import an optional extra (transformers, safetensors, ...): skip without it on a user's machine, fail under
+    CI=true, where requirements-dev.txt is installed and a silent skip would hide every test that needs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but the optional extra {module} is missing ({e})")
+        pytest.skip(f"needs {module} (pip install -r requirements-dev.txt)")

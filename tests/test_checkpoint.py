@@ -97,3 +97,54 @@ def test_checkpoints_written_before_the_contract_change_still_load(tmp_path):
     assert ck['growths'] == [4] and 'grown_at' not in ck
     x = torch.randint(50, (1, 16))
     assert torch.equal(build_model(ck).eval()(x)[0], model.eval()(x)[0])
+
+
+@pytest.mark.parametrize('failure', [OSError(28, 'No space left on device'),
+                                     RuntimeError('[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0')])
+def test_a_save_that_fails_part_way_keeps_the_previous_file(tmp_path, monkeypatch, failure):
+    """Atomicity, tested: the new checkpoint is half written when the write fails (a full disk, torch's writer)."""
+    path = tmp_path / 'last.pt'
+    save_checkpoint(make_checkpoint(tiny().state_dict(), tiny().config.to_dict(), iter_num=1), path)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def half_save(obj, f):
+        real_save(obj, f)
+        f.seek(len(before) // 2)
+        f.truncate()
+        raise failure
+    monkeypatch.setattr(torch, 'save', half_save)
+    with pytest.raises(ValueError, match=f"cannot write {path}") as e:
+        save_checkpoint(make_checkpoint(tiny().state_dict(), tiny().config.to_dict(), iter_num=2), path)
+    assert '\n' not in str(e.value) and ('no space left' in str(e.value)) == isinstance(failure, OSError)
+    assert path.read_bytes() == before and load_checkpoint(path)['iter_num'] == 1
+    assert os.listdir(tmp_path) == ['last.pt']
+
+
+def test_save_removes_temp_files_of_dead_processes_only(tmp_path):
+    import subprocess
+    import sys
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    stale, live = tmp_path / f'.last.pt.tmp{dead.pid}', tmp_path / f'.best.pt.tmp{os.getppid()}'
+    stale.write_bytes(b'x' * 1000)
+    live.write_bytes(b'in progress')
+    (tmp_path / 'notes.tmp1').write_text('not ours')
+    save_checkpoint(make_checkpoint(tiny().state_dict(), tiny().config.to_dict()), tmp_path / 'last.pt')
+    assert sorted(os.listdir(tmp_path)) == sorted([live.name, 'last.pt', 'notes.tmp1'])
+
+
+def test_not_a_checkpoint_is_named_as_such(tmp_path):
+    for name, content in (('empty.pt', b''), ('text.pt', b'{"a": 1}')):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match='not a nanogrow checkpoint') as e:
+            load_checkpoint(tmp_path / name)
+        assert 'weights_only' not in str(e.value)
+    model = tiny()
+    for bad, msg in ((dict(model_args=[1, 2]), "'model_args' must be a dict"),
+                     (dict(model_args={**model.config.to_dict(), 'n_head': 0}), 'model_args: n_head must be'),
+                     (dict(model={'w': 1}), "'model' must be a state_dict"),
+                     (dict(tokenizer=['char']), "'tokenizer' must be a dict or None")):
+        torch.save({**make_checkpoint(model.state_dict(), model.config.to_dict()), **bad}, tmp_path / 'bad.pt')
+        with pytest.raises(ValueError, match=msg):
+            load_checkpoint(tmp_path / 'bad.pt')

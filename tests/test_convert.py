@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from conftest import require
 from convert import export_hf, import_model
 from model import GPT, GPTConfig
 
@@ -16,7 +17,7 @@ V = 97
 
 @pytest.fixture
 def tf():
-    t = pytest.importorskip('transformers')
+    t = require('transformers')
     t.logging.set_verbosity_error()
     return t
 
@@ -161,7 +162,8 @@ def test_stories260K(tf, shared, tmp_path):
     assert m.param_counts()['unique'] == 260032
     tok = get_tokenizer(tok_meta)
     text = tok.decode(m.generate(torch.tensor([[1]]), 60, temperature=0)[0].tolist())
-    assert 'Once upon a time' in text or ' the ' in text, text
+    assert text == ('\n<s>\nOnce upon a time, there was a little girl named Lily. She loved to play outside in the park. '
+                    'One day, she saw a big, red ball. She wanted to play with it, but it was too high'), text
     # loss on the first paragraphs of valid.txt, BOS before each, concatenated, 512-token windows
     paras = [p.strip() for p in (shared / 'data/tinystories/valid.txt').read_text().split('\n\n') if p.strip()][:30]
     ids = torch.tensor([t for p in paras for t in [1] + tok.encode(p)])
@@ -169,7 +171,7 @@ def test_stories260K(tf, shared, tmp_path):
     with torch.no_grad():
         _, loss = m(ids[:n].view(-1, 512), ids[1:n + 1].view(-1, 512))
     print(f'stories260K loss on {n} tokens of valid.txt: {loss.item():.4f}')
-    assert 1.0 < loss.item() < 2.0
+    assert n == 3072 and abs(loss.item() - 1.3235) < 1e-3  # measured (llama2.c reports 1.297 on the whole split)
     # a frankenmodel: blocks 2,3 run twice; transformers runs the export identically
     ckpt['model_args']['layer_map'] = [0, 1, 2, 3, 2, 3, 4]
     fam, diff = roundtrip(tf, build(ckpt), tmp_path / 'frank', tokenizer=tok_meta)

@@ -189,6 +189,13 @@ def test_rank_schedules():
     (dict(lowrank_attn=1000), 'rank 1000'),
     (dict(lora_targets=['qkv', 'nope']), 'unknown lora_targets'),
     (dict(n_kv_head=3), 'must divide'),
+    (dict(norm_eps=0), 'norm_eps must be a positive number'),
+    (dict(rope_theta=float('inf')), 'rope_theta must be a positive number'),
+    (dict(pos='rope', n_embd=36), 'even head size'),
+    (dict(bias='yes'), 'bias must be True or False'),
+    (dict(attn_window=[0, -1, 0, 0]), 'attn_window entries'),
+    (dict(lora_targets='qkv'), 'lora_targets must be a list'),
+    (dict(n_head=True), 'n_head must be a positive integer'),
 ])
 def test_bad_config_is_one_line_error(kw, msg):
     with pytest.raises(ValueError, match=msg) as e:
@@ -260,3 +267,23 @@ def test_activation_checkpointing_gives_identical_gradients(family):
     for n in grads[0]:
         assert torch.equal(grads[0][n], grads[1][n]), n
     assert 'activation_checkpointing' not in model.config.to_dict()
+
+
+@pytest.mark.parametrize('layout', ['half', 'interleaved'])
+def test_rotary_embedding_matches_the_closed_form_for_a_non_default_theta(layout):
+    """Pair i of a head (dims i, i + hd/2 for 'half'; 2i, 2i+1 for 'interleaved') turns by t * theta^(-2i/hd) at position t."""
+    from model import apply_rope
+    theta, hd = 500.0, TINY['n_embd'] // TINY['n_head']
+    model = make(pos='rope', rope_theta=theta, rope_layout=layout)
+    angle = [[t * theta ** (-2 * i / hd) for i in range(hd // 2)] for t in range(TINY['block_size'])]
+    want_cos = torch.tensor([[math.cos(a) for a in row] for row in angle])
+    want_sin = torch.tensor([[math.sin(a) for a in row] for row in angle])
+    assert torch.allclose(model.rope_cos, want_cos, atol=1e-5) and torch.allclose(model.rope_sin, want_sin, atol=1e-5)
+    first, second = (lambda i: i, lambda i: i + hd // 2) if layout == 'half' else (lambda i: 2 * i, lambda i: 2 * i + 1)
+    for i in range(hd // 2):  # rotate the unit vector of the pair's first dim at every position
+        x = torch.zeros(1, 1, TINY['block_size'], hd)
+        x[..., first(i)] = 1.0
+        y = apply_rope(x, model.rope_cos, model.rope_sin, layout)[0, 0]
+        assert torch.allclose(y[:, first(i)], want_cos[:, i], atol=1e-5)
+        assert torch.allclose(y[:, second(i)], want_sin[:, i], atol=1e-5)
+        assert torch.allclose(y.norm(dim=-1), torch.ones(TINY['block_size']), atol=1e-5)  # only that pair moved

@@ -93,7 +93,7 @@ def test_bad_cli_is_one_line_error(repo):
 def test_bad_data_path_is_one_line_error(repo, tmp_path):
     p = subprocess.run([sys.executable, 'train.py', f'--data_dir={tmp_path}/nope', f'--out_dir={tmp_path}/out'],
                        cwd=repo, capture_output=True, text=True, timeout=60)
-    lines = p.stderr.strip().splitlines()  # the config echo, then one error
+    lines = p.stderr.strip().splitlines()  # diagnostics (the config echo) may come first; one error, last
     assert p.returncode != 0 and lines[-1].startswith('error:') and 'train.bin not found' in lines[-1], p.stderr
     assert sum(l.startswith('error:') for l in lines) == 1 and 'Traceback' not in p.stderr
 
@@ -144,28 +144,38 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(repo, data, half, tmp_pa
     assert (tmp_path / 'last.pt').read_bytes() == before
 
 
-def test_sigterm_saves_a_loadable_checkpoint(repo, data, tmp_path):
-    cmd = [sys.executable, 'train.py', f'--data_dir={data}', f'--out_dir={tmp_path}', *TINY, '--max_iters=100000',
-           '--eval_interval=100000', '--lr_decay_iters=100000']
+def test_sigterm_saves_a_checkpoint_that_resumes_the_uninterrupted_run(repo, data, tmp_path):
+    long = ['--max_iters=100000', '--eval_interval=100000', '--lr_decay_iters=100000']
+    cmd = [sys.executable, 'train.py', f'--data_dir={data}', f'--out_dir={tmp_path / "a"}', *TINY, *long]
     p = subprocess.Popen(cmd, cwd=repo, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (tmp_path / 'log.jsonl').exists() or not records(tmp_path, 'train'):
+    while not (tmp_path / 'a' / 'log.jsonl').exists() or not records(tmp_path / 'a', 'train'):
         assert p.poll() is None and time.time() < deadline, p.stderr.read() if p.poll() is not None else 'timeout'
         time.sleep(0.2)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 128 + signal.SIGTERM, err[-2000:]
-    ckpt = load_checkpoint(tmp_path / 'last.pt')
-    assert ckpt['iter_num'] >= 1
-    build_model(ckpt)
+    stopped = load_checkpoint(tmp_path / 'a' / 'last.pt')['iter_num']
+    assert stopped >= 1
+    end = f'--max_iters={stopped + 2}'
+    train(repo, data, tmp_path / 'a', '--init_from=resume', *long, end)
+    train(repo, data, tmp_path / 'b', *long, end)
+    assert losses(tmp_path / 'a') == losses(tmp_path / 'b')  # bit-identical to the run that was never stopped
 
 
-def test_compile(repo, data, tmp_path):
-    p = train(repo, data, tmp_path, '--compile=True', '--max_iters=2', '--eval_iters=1')
+def test_compile_equals_eager(repo, data, tmp_path):
+    short = ['--max_iters=2', '--eval_iters=1', '--dropout=0.0']  # compiled dropout draws other masks: none here
+    p = train(repo, data, tmp_path / 'compiled', '--compile=True', *short)
     if 'torch.compile failed' in p.stderr:
-        pytest.skip('torch.compile is unavailable here (train.py fell back to eager): '
-                    + p.stderr.split('torch.compile failed')[1].splitlines()[0])
-    assert len(records(tmp_path, 'train')) == 2 and all(math.isfinite(r['loss']) for r in records(tmp_path, 'train'))
+        reason = p.stderr.split('torch.compile failed')[1].splitlines()[0]
+        if os.environ.get('CI') == 'true':
+            pytest.fail(f"CI=true but torch.compile fell back to eager: {reason}")
+        pytest.skip(f"torch.compile is unavailable here (train.py fell back to eager): {reason}")
+    train(repo, data, tmp_path / 'eager', *short)
+    got, want = losses(tmp_path / 'compiled'), losses(tmp_path / 'eager')
+    assert [g[:2] for g in got] == [w[:2] for w in want] and len(records(tmp_path / 'compiled', 'train')) == 2
+    for g, w in zip(got, want):  # the same batches and schedule: only the order of float operations differs
+        assert abs(g[2] - w[2]) <= 1e-4 * abs(w[2]), (g, w)
 
 
 def test_compile_failure_falls_back_to_eager(repo, data, tmp_path):

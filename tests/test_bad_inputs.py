@@ -1,0 +1,359 @@
+"""Bad inputs and faults, run as a hostile user runs the scripts: each table case is a subprocess of train.py,
+sample.py, eval.py, convert.py or grow.py that must exit non-zero with exactly one `error:` line (the last line
+of stderr), no traceback, no new file and no changed file anywhere in the fixture tree. Then the faults:
+a pickle payload through every loader, kill -9 during a save then resume, NaN, and a full disk."""
+import hashlib
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from checkpoint import load_any, load_checkpoint, make_checkpoint, run_checkpoint, save_checkpoint
+from model import GPT, GPTConfig
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+TEXT = 'the quick brown fox jumps over a lazy dog\n' * 300
+CHARS = sorted(set(TEXT))
+V = len(CHARS)
+META = dict(tokenizer='char', vocab_size=V, dtype='uint16', chars=CHARS, path=None, eot=None, bos=None)
+TINY = dict(n_layer=2, n_head=2, n_embd=16, block_size=16, vocab_size=V)
+TRAIN = ['train.py', '--data_dir={root}/data', '--out_dir={root}/out', '--n_layer=2', '--n_head=2', '--n_embd=16',
+         '--block_size=16', '--batch_size=2', '--gradient_accumulation_steps=1', '--max_iters=2', '--eval_iters=1',
+         '--eval_interval=1', '--warmup_iters=0', '--lr_decay_iters=2', '--progress=False', '--device=cpu']
+SAMPLE = ['sample.py', '--device=cpu', '--num_samples=1', '--max_new_tokens=4', '--init_from={root}/ckpt.pt']
+PPL = ['eval.py', 'ppl', '--device', 'cpu', '--data', '{root}/data']
+SWEEP = ['eval.py', 'sweep', '{root}/ckpt.pt', '--device', 'cpu', '--data', '{root}/data', '--maps', '0,1,1']
+
+
+class Payload:
+    """Unpickling this makes a directory: the proof that a loader ran code from a file."""
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def tiny_checkpoint(**fields):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY))
+    return make_checkpoint(model.state_dict(), model.config.to_dict(), **{'tokenizer': META, **fields})
+
+
+def write_data(d, ids=None, meta=META, train=None, val=None):
+    d.mkdir()
+    ids = np.array([CHARS.index(c) for c in TEXT], dtype=np.uint16) if ids is None else ids
+    (d / 'train.bin').write_bytes(ids[:10000].tobytes() if train is None else train)
+    (d / 'val.bin').write_bytes(ids[10000:].tobytes() if val is None else val)
+    if meta is not None:
+        (d / 'meta.json').write_text(meta if isinstance(meta, str) else json.dumps(meta))
+
+
+def write_llama2c(path, n_layer=1, dim=8, hidden=16, heads=2, vocab=V, seq=8):
+    """A legacy llama2.c file of zeros with the given header (convert.py's layout)."""
+    hd = dim // heads
+    n = vocab * dim + n_layer * (2 * dim + 4 * dim * dim + 3 * hidden * dim) + dim + seq * hd
+    path.write_bytes(struct.pack('<7i', dim, hidden, n_layer, heads, heads, vocab, seq) + bytes(4 * max(n, 0)))
+
+
+GPT2_CONFIG = dict(model_type='gpt2', n_positions=16, vocab_size=V, n_layer=1, n_head=2, n_embd=16)
+
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+    """Every input the cases use; the cases write only below it, and must write nothing."""
+    r = tmp_path_factory.mktemp('hostile')
+    write_data(r / 'data')
+    good = tiny_checkpoint()
+    save_checkpoint(good, r / 'ckpt.pt')
+    save_checkpoint(good, r / 'grown' / 'last.pt')  # make_checkpoint alone: weights, no training state (grow.py's kind)
+    torch.save({'model': Payload(r / 'PWNED'), 'model_args': TINY}, r / 'payload.pt')
+    (r / 'payload_run').mkdir()
+    (r / 'payload_run' / 'last.pt').write_bytes((r / 'payload.pt').read_bytes())
+    (r / 'empty.pt').write_bytes(b'')
+    (r / 'text.pt').write_text('this is not a checkpoint\n')
+    torch.save([1, 2, 3], r / 'list.pt')
+    torch.save({'model': good['model'], 'model_args': [2, 2, 16]}, r / 'margs_list.pt')
+    torch.save({'model': good['model'], 'model_args': {**TINY, 'n_head': 0}}, r / 'margs_nhead0.pt')
+    torch.save({'model': good['model'], 'model_args': {**TINY, 'n_embd': 32}}, r / 'shape.pt')
+    torch.save({**good, 'tokenizer': None}, r / 'notok.pt')
+    torch.save({**good, 'tokenizer': {'tokenizer': 'char', 'vocab_size': V}}, r / 'badtok.pt')
+    other = CHARS[:-1] + ['Z']  # same size, one character differs: the ids mean other characters
+    torch.save({**good, 'tokenizer': {**META, 'chars': other}}, r / 'othervocab.pt')
+    write_data(r / 'd_badjson', meta='{"tokenizer": "char", ')
+    write_data(r / 'd_obj', meta={})
+    write_data(r / 'd_list', meta=[])
+    write_data(r / 'd_smallvocab', meta={**META, 'vocab_size': 5, 'chars': CHARS[:5]})
+    write_data(r / 'd_dtype', meta={**META, 'dtype': 'float64'})
+    write_data(r / 'd_emptytrain', train=b'')
+    write_data(r / 'd_odd', train=b'\x01\x00\x02\x00\x03')
+    write_data(r / 'd_short', val=np.arange(5, dtype=np.uint16).tobytes())
+    write_data(r / 'd_nometa', meta=None)
+    (r / 'cfg_nhead0.py').write_text('n_head = 0\n')
+    (r / 'cfg_syntax.py').write_text('n_head = (\n')
+    (r / 'maps.txt').write_text('0,1\n')
+    (r / 'mc.jsonl').write_text(json.dumps({'context': 'the', 'choices': [' fox', ' dog'], 'label': 0}) + '\n')
+    for name, cfg in (('hf_list', []), ('hf_nhead0', {**GPT2_CONFIG, 'n_head': 0}), ('hf_index', GPT2_CONFIG),
+                      ('hf_payload', GPT2_CONFIG)):
+        (r / name).mkdir()
+        (r / name / 'config.json').write_text(json.dumps(cfg))
+    (r / 'hf_badjson').mkdir()
+    (r / 'hf_badjson' / 'config.json').write_text('{"model_type": ')
+    (r / 'hf_index' / 'model.safetensors.index.json').write_text(json.dumps({'metadata': {}}))
+    torch.save({'transformer.wte.weight': Payload(r / 'PWNED')}, r / 'hf_payload' / 'pytorch_model.bin')
+    write_llama2c(r / 'tiny.bin')
+    write_llama2c(r / 'l2c_zero.bin', n_layer=0)
+    return r
+
+
+# (id, command, a substring the error line must contain); '{root}' is the fixture tree
+CASES = [
+    # train.py: model shape values, from the command line, a config file and a checkpoint's model_args
+    ('train-n_head-0', [*TRAIN, '--n_head=0'], 'n_head must be a positive integer'),
+    ('train-block_size-0', [*TRAIN, '--block_size=0'], 'block_size must be a positive integer'),
+    ('train-block_size-neg', [*TRAIN, '--block_size=-1'], 'block_size must be a positive integer'),
+    ('train-n_embd-0', [*TRAIN, '--n_embd=0'], 'n_embd must be a positive integer'),
+    ('train-n_layer-neg', [*TRAIN, '--n_layer=-1'], 'n_layer must be a positive integer'),
+    ('train-vocab_size-0', [*TRAIN, '--vocab_size=0'], 'vocab_size must be a positive integer'),
+    ('train-dead-blocks', [*TRAIN, '--n_layer=12', '--layer_map=[0,1,2,3,0,1,2,3,0,1,2,3]'],
+     'never runs block(s) [4, 5, 6, 7, 8, 9, 10, 11] of the 12 stored'),
+    ('train-dead-blocks-renumber', [*TRAIN, '--n_layer=4', '--layer_map=[0,2,0,2]'], 'layer_map=[0, 1, 0, 1]'),
+    ('train-config-file-n_head-0', [*TRAIN, '{root}/cfg_nhead0.py'], 'n_head must be a positive integer'),
+    ('train-config-file-syntax', [*TRAIN, '{root}/cfg_syntax.py'], 'cfg_syntax.py'),
+    # train.py: run options
+    ('train-batch_size-0', [*TRAIN, '--batch_size=0'], 'batch_size must be >= 1'),
+    ('train-max_iters-neg', [*TRAIN, '--max_iters=-1'], 'max_iters must be >= 0'),
+    ('train-learning_rate-neg', [*TRAIN, '--learning_rate=-1'], 'learning_rate must be > 0'),
+    ('train-grow_method-typo', [*TRAIN, '--grow_method=stakc'], "unknown growth method 'stakc'"),
+    ('train-train_only-regex', [*TRAIN, '--train_only=('], 'train_only'),
+    # train.py: output paths
+    ('train-out_dir-is-file', [*TRAIN, '--out_dir={root}/ckpt.pt'], 'exists and is a file'),
+    ('train-out_dir-below-file', [*TRAIN, '--out_dir={root}/ckpt.pt/run'], 'which is a file'),
+    # train.py: checkpoint kinds and files that are not checkpoints
+    ('train-resume-missing', [*TRAIN, '--init_from=resume', '--out_dir={root}/nothing'], 'checkpoint not found'),
+    ('train-resume-grown', [*TRAIN, '--init_from=resume', '--out_dir={root}/grown'], 'no training state to resume'),
+    ('train-init-payload', [*TRAIN, '--init_from={root}/payload.pt'], 'refused for safety'),
+    ('train-resume-payload', [*TRAIN, '--init_from=resume', '--out_dir={root}/payload_run'], 'refused for safety'),
+    ('train-init-empty', [*TRAIN, '--init_from={root}/empty.pt'], 'an empty file, not a nanogrow checkpoint'),
+    ('train-init-text', [*TRAIN, '--init_from={root}/text.pt'], 'not a nanogrow checkpoint'),
+    ('train-init-list', [*TRAIN, '--init_from={root}/list.pt'], 'not a nanogrow checkpoint'),
+    ('train-init-model_args-list', [*TRAIN, '--init_from={root}/margs_list.pt'], "'model_args' must be a dict"),
+    ('train-init-model_args-n_head-0', [*TRAIN, '--init_from={root}/margs_nhead0.pt'], 'model_args: n_head must be'),
+    ('train-init-shapes', [*TRAIN, '--init_from={root}/shape.pt'], 'do not match its model_args'),
+    ('train-init-other-vocab', [*TRAIN, '--init_from={root}/othervocab.pt'], 'different vocabularies'),
+    ('train-init-layer_map-skips', [*TRAIN, '--init_from={root}/ckpt.pt', '--layer_map=[0,0]'], 'never runs block(s) [1]'),
+    ('train-init-hf-config-list', [*TRAIN, '--init_from=hf:{root}/hf_list'], 'must hold a JSON object'),
+    # train.py: data dirs
+    ('train-meta-bad-json', [*TRAIN, '--data_dir={root}/d_badjson'], 'meta.json is not valid JSON'),
+    ('train-meta-empty-object', [*TRAIN, '--data_dir={root}/d_obj'], 'meta.json: vocab_size must be'),
+    ('train-meta-list', [*TRAIN, '--data_dir={root}/d_list'], 'must hold a JSON object'),
+    ('train-meta-vocab-too-small', [*TRAIN, '--data_dir={root}/d_smallvocab'], 'outside the meta.json vocab_size of 5'),
+    ('train-meta-dtype', [*TRAIN, '--data_dir={root}/d_dtype'], "dtype must be 'uint16' or 'uint32'"),
+    ('train-train.bin-empty', [*TRAIN, '--data_dir={root}/d_emptytrain'], 'train.bin is empty'),
+    ('train-train.bin-odd-size', [*TRAIN, '--data_dir={root}/d_odd'], 'not a whole number of uint16 tokens'),
+    ('train-val.bin-short', [*TRAIN, '--data_dir={root}/d_short'], 'fewer than block_size+1'),
+    ('train-no-meta-ids-too-large', [*TRAIN, '--data_dir={root}/d_nometa', '--vocab_size=3'], "outside the model's vocab_size"),
+    # sample.py
+    ('sample-top_k-0', [*SAMPLE, '--top_k=0'], 'top_k must be >= 1'),
+    ('sample-temperature-neg', [*SAMPLE, '--temperature=-1'], 'temperature must be >= 0'),
+    ('sample-max_new_tokens-neg', [*SAMPLE, '--max_new_tokens=-5'], 'max_new_tokens must be >= 1'),
+    ('sample-prompt-file-missing', [*SAMPLE, '--start=FILE:{root}/nope.txt'], 'cannot read the prompt file'),
+    ('sample-prompt-unknown-chars', [*SAMPLE, '--start=XYZ'], 'not in this dataset'),
+    ('sample-payload', [*SAMPLE, '--init_from={root}/payload.pt'], 'refused for safety'),
+    ('sample-no-tokenizer', [*SAMPLE, '--init_from={root}/notok.pt'], 'records no tokenizer'),
+    ('sample-char-tokenizer-without-chars', [*SAMPLE, '--init_from={root}/badtok.pt'], "needs 'chars'"),
+    ('sample-model_args-list', [*SAMPLE, '--init_from={root}/margs_list.pt'], "'model_args' must be a dict"),
+    ('sample-hf-index-without-weight_map', [*SAMPLE, '--init_from=hf:{root}/hf_index'], 'not a shard index'),
+    ('sample-llama2c-zero-layers', [*SAMPLE, '--init_from=llama2c:{root}/l2c_zero.bin'], 'not a llama2.c checkpoint'),
+    # eval.py
+    ('eval-tokens-neg', [*PPL, '{root}/ckpt.pt', '--tokens', '-5'], '--tokens must be >= 1'),
+    ('eval-block_size-neg', [*PPL, '{root}/ckpt.pt', '--block_size', '-1'], '--block_size must be >= 0'),
+    ('eval-batch_size-0', [*PPL, '{root}/ckpt.pt', '--batch_size', '0'], '--batch_size must be >= 1'),
+    ('eval-split-unknown', [*PPL, '{root}/ckpt.pt', '--split', 'test'], 'test.bin'),
+    ('eval-meta-bad-json', ['eval.py', 'ppl', '{root}/ckpt.pt', '--device', 'cpu', '--data', '{root}/d_badjson'], 'not valid JSON'),
+    ('eval-other-vocab', [*PPL, '{root}/othervocab.pt'], 'tokenizer'),
+    ('eval-payload', [*PPL, '{root}/payload.pt'], 'refused for safety'),
+    ('eval-sweep-length-0', [*SWEEP, '--generate', 'methods', '--length', '0'], '--length must be >= 1'),
+    ('eval-sweep-out-is-input', [*SWEEP, '--out', '{root}/ckpt.pt'], 'is also an input'),
+    ('eval-sweep-out-is-maps-file', [*SWEEP, '--maps_file', '{root}/maps.txt', '--out', '{root}/maps.txt'], 'is also an input'),
+    ('eval-sweep-out-is-dir', [*SWEEP, '--out', '{root}/data'], 'exists and is a directory'),
+    ('eval-sweep-out-below-file', [*SWEEP, '--out', '{root}/ckpt.pt/sweep.csv'], 'which is a file'),
+    ('eval-mc-payload', ['eval.py', 'mc', '{root}/payload.pt', '--device', 'cpu', '--file', '{root}/mc.jsonl'], 'refused for safety'),
+    # convert.py
+    ('convert-hf-config-list', ['convert.py', 'import', 'hf:{root}/hf_list', '--out', '{root}/o.pt'], 'must hold a JSON object'),
+    ('convert-hf-config-bad-json', ['convert.py', 'import', 'hf:{root}/hf_badjson', '--out', '{root}/o.pt'], 'unreadable config'),
+    ('convert-hf-n_head-0', ['convert.py', 'import', 'hf:{root}/hf_nhead0', '--out', '{root}/o.pt'], 'n_head must be a positive integer'),
+    ('convert-hf-index-without-weight_map', ['convert.py', 'import', 'hf:{root}/hf_index', '--out', '{root}/o.pt'], 'not a shard index'),
+    ('convert-hf-bin-payload', ['convert.py', 'import', 'hf:{root}/hf_payload', '--out', '{root}/o.pt'], 'refused for safety'),
+    ('convert-llama2c-zero-layers', ['convert.py', 'import', 'llama2c:{root}/l2c_zero.bin', '--out', '{root}/o.pt'], 'layers=0'),
+    ('convert-import-out-is-input', ['convert.py', 'import', 'llama2c:{root}/tiny.bin', '--out', '{root}/tiny.bin'], 'is also an input'),
+    ('convert-import-out-is-dir', ['convert.py', 'import', 'llama2c:{root}/tiny.bin', '--out', '{root}/data'], 'exists and is a directory'),
+    ('convert-import-out-below-file', ['convert.py', 'import', 'llama2c:{root}/tiny.bin', '--out', '{root}/ckpt.pt/x.pt'], 'which is a file'),
+    ('convert-export-payload', ['convert.py', 'export', '{root}/payload.pt', '--out', '{root}/hf_out'], 'refused for safety'),
+    ('convert-export-into-file', ['convert.py', 'export', '{root}/ckpt.pt', '--out', '{root}/text.pt'], 'exists and is a file'),
+    ('convert-export-model_args-n_head-0', ['convert.py', 'export', '{root}/margs_nhead0.pt', '--out', '{root}/hf_out'], 'n_head must be'),
+    ('convert-missing-option', ['convert.py', 'import', 'llama2c:{root}/tiny.bin'], 'the following arguments are required: --out'),
+    # grow.py: what checkpoint.py already guarantees it
+    ('grow-payload', ['grow.py', '--method', 'stack', '{root}/payload.pt', '--out', '{root}/g.pt'], 'refused for safety'),
+    ('grow-out-is-dir', ['grow.py', '--method', 'stack', '{root}/ckpt.pt', '--out', '{root}/data'], 'exists and is a directory'),
+    ('grow-out-below-file', ['grow.py', '--method', 'stack', '{root}/ckpt.pt', '--out', '{root}/ckpt.pt/g.pt'], 'which is a file'),
+]
+
+# grow.py's own option validation: not there yet (grow.py is being rewritten); they run, and are expected to fail
+GROW_PENDING = "grow.py validation lands with the growth-registry change"
+GROW_CASES = [
+    ('grow-map-empty-range', ['grow.py', '--method', 'map', '--map', 'a:1-0', '{root}/ckpt.pt', '--out', '{root}/g.pt'], '1-0'),
+    ('grow-lesa_batch-0', ['grow.py', '--method', 'lesa', '--lesa_batch', '0', '{root}/ckpt.pt', '--out', '{root}/g.pt'], 'lesa_batch'),
+    ('grow-lesa_epochs-0', ['grow.py', '--method', 'lesa', '--lesa_epochs', '0', '{root}/ckpt.pt', '--out', '{root}/g.pt'], 'lesa_epochs'),
+    ('grow-out-is-input', ['grow.py', '--method', 'stack', '{root}/ckpt.pt', '--out', '{root}/ckpt.pt'], 'is also an input'),
+    ('grow-missing-option', ['grow.py', '{root}/ckpt.pt', '--out', '{root}/g.pt'], '--method'),
+]
+
+
+def tree_hashes(root):
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else 'dir'
+            for p in sorted(root.rglob('*'))}
+
+
+def run_case(root, cmd, msg):
+    before = tree_hashes(root)
+    p = subprocess.run([sys.executable, *[a.replace('{root}', str(root)) for a in cmd]], cwd=REPO, env=ENV,
+                       capture_output=True, text=True, timeout=300)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode != 0, f"accepted (exit 0):\n{p.stderr[-2000:]}"
+    assert 'Traceback' not in p.stderr + p.stdout, p.stderr[-3000:]
+    assert lines and lines[-1].startswith('error:'), p.stderr[-2000:]
+    assert sum(line.startswith('error:') for line in lines) == 1, p.stderr[-2000:]
+    assert msg.replace('{root}', str(root)) in lines[-1], lines[-1]
+    assert tree_hashes(root) == before, "a file appeared or changed"
+
+
+@pytest.mark.parametrize('cmd, msg', [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_error(root, cmd, msg):
+    run_case(root, cmd, msg)
+
+
+@pytest.mark.xfail(strict=False, reason=GROW_PENDING)
+@pytest.mark.parametrize('cmd, msg', [c[1:] for c in GROW_CASES], ids=[c[0] for c in GROW_CASES])
+def test_grow_bad_input_is_one_line_error(root, cmd, msg):
+    run_case(root, cmd, msg)
+
+
+def test_case_ids_are_unique():
+    ids = [c[0] for c in CASES + GROW_CASES]
+    assert len(ids) == len(set(ids))
+
+# -----------------------------------------------------------------------------
+# a pickle payload through every loader entry point of the project
+
+
+def test_no_loader_runs_a_pickle_payload(tmp_path):
+    from convert import import_model
+    marker = tmp_path / 'PWNED'
+    torch.save({'model': Payload(marker), 'model_args': TINY}, tmp_path / 'p.pt')
+    for d in ('run_last', 'run_best'):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / ('last.pt' if d == 'run_last' else 'best.pt')).write_bytes((tmp_path / 'p.pt').read_bytes())
+    for d, files in (('hf_bin', {'pytorch_model.bin': None}),
+                     ('hf_shards', {'pytorch_model.bin.index.json': {'weight_map': {'transformer.wte.weight': 'a.bin'}}, 'a.bin': None})):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / 'config.json').write_text(json.dumps(GPT2_CONFIG))
+        for name, content in files.items():
+            if content is None:
+                torch.save({'transformer.wte.weight': Payload(marker)}, tmp_path / d / name)
+            else:
+                (tmp_path / d / name).write_text(json.dumps(content))
+    loaders = [(load_checkpoint, tmp_path / 'p.pt'), (load_any, tmp_path / 'p.pt'), (load_any, tmp_path / 'run_last'),
+               (load_any, tmp_path / 'run_best'), (run_checkpoint, tmp_path / 'run_last'),
+               (import_model, f"hf:{tmp_path / 'hf_bin'}"), (import_model, f"hf:{tmp_path / 'hf_shards'}"),
+               (load_any, f"hf:{tmp_path / 'hf_bin'}"), (load_any, tmp_path / 'hf_shards')]
+    for loader, spec in loaders:
+        with pytest.raises(ValueError, match='refused for safety') as e:
+            loader(spec)
+        assert not marker.exists(), f"{loader.__name__}({spec}) ran the payload"
+        assert 'weights_only' not in str(e.value) and '\n' not in str(e.value)  # never torch's advice to load it anyway
+
+# -----------------------------------------------------------------------------
+# faults during a run
+
+
+def train(root, out_dir, *args, check=True):
+    cmd = [sys.executable, *[a.replace('{root}', str(root)) for a in TRAIN], f'--out_dir={out_dir}', *args]
+    p = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    if check:
+        assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def one_error_line(p):
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode != 0 and 'Traceback' not in p.stderr, p.stderr[-3000:]
+    assert lines[-1].startswith('error:') and sum(line.startswith('error:') for line in lines) == 1, p.stderr[-3000:]
+    return lines[-1]
+
+
+def test_kill9_during_saves_then_resume_cleans_up(root, tmp_path):
+    """kill -9 while a run saves at every iteration: last.pt still loads; a resume finishes the run and removes
+    the temp file of the killed process (planted if the kill missed the save), but not a live process's."""
+    out = tmp_path / 'run'
+    cmd = [sys.executable, *[a.replace('{root}', str(root)) for a in TRAIN], f'--out_dir={out}', '--max_iters=400',
+           '--lr_decay_iters=400']
+    p = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / 'last.pt').exists():
+        assert p.poll() is None and time.time() < deadline, "the run never saved"
+        time.sleep(0.01)
+    deadline, caught = time.time() + 5, False  # then try to hit a save in progress
+    while not caught and time.time() < deadline and p.poll() is None:
+        caught = any(n.startswith('.last.pt.tmp') for n in os.listdir(out))
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    dead_temp = out / f'.last.pt.tmp{p.pid}'
+    if not caught or not dead_temp.exists():
+        dead_temp.write_bytes((out / 'last.pt').read_bytes()[:1000])  # what a save cut off by kill -9 leaves
+    live_temp = out / f'.best.pt.tmp{os.getpid()}'  # a save in progress in a live process must be left alone
+    live_temp.write_bytes(b'in progress')
+    stopped_at = load_checkpoint(out / 'last.pt')['iter_num']
+    assert stopped_at >= 1
+    train(root, out, '--init_from=resume', f'--max_iters={stopped_at + 2}')
+    assert not dead_temp.exists() and live_temp.exists()
+    assert load_checkpoint(out / 'last.pt')['iter_num'] == stopped_at + 2
+
+
+def test_nan_stops_and_leaves_checkpoint_and_config_unchanged(root, tmp_path):
+    out = tmp_path / 'run'
+    train(root, out)
+    before = {name: (out / name).read_bytes() for name in ('last.pt', 'config.json')}
+    p = train(root, out, '--init_from=resume', '--max_iters=40', '--lr_decay_iters=40', '--learning_rate=1e9',
+              '--grad_clip=0.0', '--decay_lr=False', check=False)
+    assert 'non-finite' in one_error_line(p)
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert not [n for n in os.listdir(out) if '.tmp' in n]
+
+
+def test_full_disk_is_one_line_and_keeps_the_last_checkpoint(root, tmp_path):
+    """On a 2 MiB tmpfs a checkpoint of ~1.3 MB fits once, not twice: the second save fails."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / 'disk'
+    disk.mkdir()
+    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        p = train(root, disk / 'run', '--n_embd=64', '--max_iters=3', '--lr_decay_iters=3', check=False)
+        line = one_error_line(p)
+        assert 'no space left' in line and str(disk / 'run') in line and 'MiB' in line, line
+        assert load_checkpoint(disk / 'run' / 'last.pt')['iter_num'] == 1  # the first save, intact
+        assert not [n for n in os.listdir(disk / 'run') if '.tmp' in n]
+    finally:
+        subprocess.run(['umount', str(disk)], check=True)
