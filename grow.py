@@ -28,7 +28,6 @@ Every method returns a Grown. The grown checkpoint records where every logical l
 `provenance`, and which physical blocks are new (train.py train_only='new' trains only those: the
 LLaMA Pro recipe).
 """
-import argparse
 import hashlib
 import os
 import re
@@ -38,7 +37,8 @@ from typing import NamedTuple
 
 import torch
 
-from checkpoint import load_any, make_checkpoint, save_checkpoint, strip_prefixes
+from checkpoint import check_out_path, load_any, make_checkpoint, save_checkpoint, strip_prefixes
+from configurator import ArgumentParser
 from lesa import lesa_layers, svd
 from model import GPT, GPTConfig, Adapter, LoRA, LORA_TARGETS, PER_SOURCE_KEYS, lora_scale
 from tokens import TokenData
@@ -309,6 +309,8 @@ def parse_layers(text, src):
             raise ValueError(f"bad map entry {tok.strip()!r}: use i, name:i or name:i-j (inclusive)")
         j = source_index(src, name.strip()) if name else 0
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise ValueError(f"map entry {tok.strip()!r}: empty range {lo}-{hi} (ranges are inclusive, lo <= hi)")
         out += [(j, layer_index(src[j], i)) for i in range(lo, hi + 1)]
     return out
 
@@ -481,6 +483,12 @@ def lesa(src, lesa_range=None, lesa_lambda=5e-4, lesa_epochs=10, lesa_hidden=256
     """LESA (Learnable LLM Layer Scaling-Up, 2025, arXiv 2502.13794; lesa.py): a new layer before each
     layer i in lesa_range 'lo:hi' (default the upper half: L//2 : L, 1.5x depth), predicted from its two
     neighbours."""
+    for key, value in (('lesa_epochs', lesa_epochs), ('lesa_hidden', lesa_hidden), ('lesa_batch', lesa_batch),
+                       ('lesa_max_rows', lesa_max_rows)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"lesa: {key} must be an integer >= 1, got {value!r}")
+    if not lesa_lr > 0 or not 0 <= lesa_lambda <= 1:
+        raise ValueError(f"lesa: lesa_lr must be > 0 and lesa_lambda in [0, 1], got {lesa_lr!r}, {lesa_lambda!r}")
     s = src[0]
     layers, L = s.layers, len(s.layers)
     if L < 3:
@@ -835,7 +843,7 @@ def weights_sha256(state_dict):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Grow a GPT checkpoint (see the module docstring and README).")
+    p = ArgumentParser(description="Grow a GPT checkpoint (see the module docstring and README).")
     p.add_argument('sources', nargs='*', help="checkpoints; NAME=PATH names one (otherwise a, b, c, ...)")
     p.add_argument('--method', required=True, help=' | '.join(METHODS))
     p.add_argument('--out', required=True, help="output checkpoint (written atomically)")
@@ -898,6 +906,7 @@ def main(argv=None):
                     known.add(model)
         # a source is known by its letter, its NAME= or the path it was given as
         names = [n if n is not None else pth for n, pth in zip(names, paths)]
+        check_out_path(a.out, paths)  # before any work: never over a source, a directory or below a file
         sources = []
         for pth in paths:
             ck = load_any(pth)

@@ -208,8 +208,7 @@ CASES = [
     ('grow-out-below-file', ['grow.py', '--method', 'stack', '{root}/ckpt.pt', '--out', '{root}/ckpt.pt/g.pt'], 'which is a file'),
 ]
 
-# grow.py's own option validation: not there yet (grow.py is being rewritten); they run, and are expected to fail
-GROW_PENDING = "grow.py validation lands with the growth-registry change"
+# grow.py's own option validation
 GROW_CASES = [
     ('grow-map-empty-range', ['grow.py', '--method', 'map', '--map', 'a:1-0', '{root}/ckpt.pt', '--out', '{root}/g.pt'], '1-0'),
     ('grow-lesa_batch-0', ['grow.py', '--method', 'lesa', '--lesa_batch', '0', '{root}/ckpt.pt', '--out', '{root}/g.pt'], 'lesa_batch'),
@@ -242,7 +241,6 @@ def test_bad_input_is_one_line_error(root, cmd, msg):
     run_case(root, cmd, msg)
 
 
-@pytest.mark.xfail(strict=False, reason=GROW_PENDING)
 @pytest.mark.parametrize('cmd, msg', [c[1:] for c in GROW_CASES], ids=[c[0] for c in GROW_CASES])
 def test_grow_bad_input_is_one_line_error(root, cmd, msg):
     run_case(root, cmd, msg)
