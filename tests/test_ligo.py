@@ -8,21 +8,7 @@ import ligo
 from grow import grow as direct
 from model import GPT, GPTConfig
 
-GPT2ISH = dict(n_layer=4, n_head=4, n_embd=32, block_size=16, vocab_size=64)  # layernorm, biases, learned pos, tied
-LLAMAISH = dict(GPT2ISH, norm='rmsnorm', bias=False, pos='rope', mlp='swiglu', n_kv_head=2, tie_embeddings=False)
-IDX = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
-
-
-def make(seed=0, **kw):
-    """A random checkpoint whose norm gains and biases are not ones/zeros (those would hide bugs)."""
-    torch.manual_seed(seed)
-    cfg = GPTConfig(**{**GPT2ISH, **kw})
-    model = GPT(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.add_(0.2 * torch.randn_like(p))
-    return dict(model=model.state_dict(), model_args=cfg.to_dict())
+from test_grow import GPT2ISH, IDX, LLAMAISH, make  # the same random checkpoints (norm gains and biases not 1/0)
 
 
 def pair(ck):
