@@ -138,6 +138,8 @@ try:
         raise ValueError("fsdp=True shards over the processes of a torchrun launch: run under torchrun")
     if config['fsdp'] and (config['dtype'] == 'float16' or config['grow_optimizer'] == 'carry'):
         raise ValueError("fsdp=True works with dtype float32/bfloat16 and grow_optimizer='fresh'")
+    if ckpt is None:  # the model's config, checked before anything else (vocab_size may come from the data)
+        GPTConfig.from_dict({**{k: config[k] for k in model_keys}, 'vocab_size': config['vocab_size'] or 1})
     policy = choose(config['device'], config['dtype'], width=(ckpt['model_args'] if ckpt else config)['n_embd'])
 except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
