@@ -103,6 +103,9 @@ def test_bad_input_is_one_line_error(repo, shared, tmp_path):
     assert not (tmp_path / 'out').exists()
 
 
+META = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'dtype': 'uint16'}
+
+
 def test_reader_slices_across_shard_boundaries(tmp_path):
     sizes = [5, 1, 7, 3]
     data = np.arange(sum(sizes), dtype=np.uint16)
@@ -111,7 +114,7 @@ def test_reader_slices_across_shard_boundaries(tmp_path):
         data[start:start + n].tofile(tmp_path / f'train_{k:06d}.bin')
         shards.append({'file': f'train_{k:06d}.bin', 'tokens': n})
         start += n
-    (tmp_path / 'meta.json').write_text(json.dumps({'dtype': 'uint16', 'shards': {'train': shards, 'val': shards[:1]}}))
+    (tmp_path / 'meta.json').write_text(json.dumps({**META, 'shards': {'train': shards, 'val': shards[:1]}}))
     tokens = TokenData(tmp_path).tokens('train')
     assert isinstance(tokens, ShardedTokens) and len(tokens) == len(data)
     for a in range(len(data) + 1):
@@ -123,7 +126,7 @@ def test_reader_slices_across_shard_boundaries(tmp_path):
     data[:3].tofile(tmp_path / 'train_000002.bin')  # truncated
     with pytest.raises(ValueError, match='meta.json says 7'):
         TokenData(tmp_path).tokens('train')
-    (tmp_path / 'meta.json').write_text(json.dumps({'dtype': 'uint16', 'shards': {'train': shards}}))
+    (tmp_path / 'meta.json').write_text(json.dumps({**META, 'shards': {'train': shards}}))
     with pytest.raises(FileNotFoundError, match='val.bin not found'):
         TokenData(tmp_path)
     data.tofile(tmp_path / 'val.bin')  # a single file: the small datasets' layout
