@@ -202,8 +202,8 @@ start = cpu_snapshot()
 time.sleep(0.5)
 idle_load = others_load(start)
 if idle_load is not None and idle_load > 10:
-    say(f"warning: other processes are using {idle_load:.0f}% of the CPU; wall-clock numbers will be slow and "
-        "noisy (--clock=cpu --threads=1 measures this process's CPU time instead)")
+    advice = "" if clock == 'cpu' and threads == 1 else " (--clock=cpu --threads=1 measures this process's CPU time instead)"
+    say(f"warning: other processes are using {idle_load:.0f}% of the CPU; wall-clock numbers will be slow and noisy{advice}")
 say("measuring peak matmul FLOP/s...")
 peak = {'fp32': measure_peak(torch.float32), 'bf16': measure_peak(torch.bfloat16)}
 try:
