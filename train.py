@@ -98,14 +98,11 @@ seed = 1337
 defaults = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, list, dict, type(None)))}
 model_keys = [f.name for f in fields(GPTConfig)]
 defaults.update({k: getattr(GPTConfig(), k) for k in model_keys if k not in defaults})
-ckpt = None  # the checkpoint the run starts from, if any
-try:
-    config, explicit = resolve(defaults, sys.argv[1:], types={f.name: f.type for f in fields(GPTConfig)})
-    if config['init_from'] == 'resume':  # continue with the run's own config; the command line still overrides
-        ckpt = run_checkpoint(config['out_dir'])
-        config = {**config, **{k: v for k, v in ckpt['config'].items() if k in defaults}, **{k: config[k] for k in explicit}}
-    elif config['init_from'] != 'scratch':
-        ckpt = load_any(config['init_from'])
+
+
+def check_run(config, explicit, ckpt):
+    """Every training option checked before any work (ValueError naming the key) -> (growth schedule,
+    device/dtype policy). The model's own config is GPTConfig's to check."""
     for k in ('eval_interval', 'log_interval', 'eval_iters', 'batch_size', 'gradient_accumulation_steps'):
         if config[k] < 1:
             raise ValueError(f"{k} must be >= 1, got {config[k]}")
@@ -125,12 +122,11 @@ try:
         raise ValueError("give grow_at_iter (one growth step) or grow_steps (several), not both")
     schedule = config['grow_steps'] or ([dict(iter=config['grow_at_iter'], method=config['grow_method'],
                                               options=config['grow_options'])] if config['grow_at_iter'] else [])
-    if schedule:
+    if schedule or {'grow_method', 'grow_options'} & set(explicit):  # a typo must not wait for a growth step
         from grow import check_growth_schedule  # only runs that grow need grow.py
-        schedule = check_growth_schedule(schedule)
-    elif {'grow_method', 'grow_options'} & set(explicit):  # a typo must not wait for a growth step that never comes
-        from grow import check_growth_schedule
-        check_growth_schedule([dict(iter=1, method=config['grow_method'], options=config['grow_options'])])
+        given = schedule or [dict(iter=1, method=config['grow_method'], options=config['grow_options'])]
+        checked = check_growth_schedule(given)
+        schedule = checked if schedule else []
     for key, allowed in (('grow_optimizer', ('fresh', 'carry')), ('grow_lr', ('restart', 'continue'))):
         if config[key] not in allowed:
             raise ValueError(f"{key} must be one of {allowed}, got {config[key]!r}")
@@ -141,6 +137,18 @@ try:
     if ckpt is None:  # the model's config, checked before anything else (vocab_size may come from the data)
         GPTConfig.from_dict({**{k: config[k] for k in model_keys}, 'vocab_size': config['vocab_size'] or 1})
     policy = choose(config['device'], config['dtype'], width=(ckpt['model_args'] if ckpt else config)['n_embd'])
+    return schedule, policy
+
+
+ckpt = None  # the checkpoint the run starts from, if any
+try:
+    config, explicit = resolve(defaults, sys.argv[1:], types={f.name: f.type for f in fields(GPTConfig)})
+    if config['init_from'] == 'resume':  # continue with the run's own config; the command line still overrides
+        ckpt = run_checkpoint(config['out_dir'])
+        config = {**config, **{k: v for k, v in ckpt['config'].items() if k in defaults}, **{k: config[k] for k in explicit}}
+    elif config['init_from'] != 'scratch':
+        ckpt = load_any(config['init_from'])
+    schedule, policy = check_run(config, explicit, ckpt)
 except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
 globals().update(config)
