@@ -433,7 +433,7 @@ def save(*names):
     try:
         if fsdp:  # every process writes its shards: last.dcp / best.dcp
             from parallel import save_sharded
-            extra = {k: v for k, v in checkpoint_now(**train_state).items() if k != 'model'}
+            extra = {k: v for k, v in checkpoint_now({}, **train_state).items() if k != 'model'}  # weights go in the shards
             for name in names:
                 save_sharded(os.path.join(out_dir, name.replace('.pt', '.dcp')), raw_model, optimizer, extra)
         elif write_files:
