@@ -631,6 +631,16 @@ class GPT(nn.Module):
         return dict(unique=unique, logical=logical, trainable=trainable,
                     unique_non_embedding=unique - emb, logical_non_embedding=logical - emb)
 
+    def sampling_memory(self, bytes_per_value=4):
+        """Bytes a batch-1 sampler holds at a full context: the weights as stored (a tied block once)
+        with the buffers, and generate's KV cache, one K and V per LOGICAL layer (two runs of a tied
+        block see different inputs). Counted, not measured: at small sizes the process's own memory
+        (torch alone is hundreds of MB) hides differences of a few MB."""
+        c = self.config
+        weights = sum(t.numel() for t in [*self.parameters(), *self.buffers()]) * bytes_per_value
+        kv_cache = c.n_logical * 2 * (c.n_kv_head or c.n_head) * (c.n_embd // c.n_head) * c.block_size * bytes_per_value
+        return dict(weights=weights, kv_cache=kv_cache)
+
     def flops_per_token(self):
         """Training FLOPs per token (forward + backward) on the LOGICAL depth: a tied layer costs
         compute every time it runs. 6N for the matmuls plus the attention score/value term

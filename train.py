@@ -346,6 +346,18 @@ def log(**record):
             sys.exit(f"error: cannot append to {log_path}: {e.strerror}")
 
 
+def log_model():
+    """The model's sizes as a log record (compare.py's parameter columns): at the start and after each growth."""
+    memory = raw_model.sampling_memory(bytes_per_value=4)
+    log(type='model', iter=iter_num, n_layer=raw_model.config.n_layer, n_logical=raw_model.config.n_logical,
+        **{f'params_{k}': v for k, v in raw_model.param_counts().items()},
+        sampling_bytes_fp32=memory['weights'] + memory['kv_cache'])
+
+
+if init_from != 'resume':  # a resumed run has its record already
+    log_model()
+
+
 def get_lr(it):
     if grow_lr == 'restart' and growths:  # the schedule starts again at the last growth step
         it -= growths[-1]
@@ -548,6 +560,7 @@ while True:
         tokens_seen, flops_spent, fpt = grown['tokens_seen'], grown['flops_spent'], raw_model.flops_per_token()
         after = raw_model.param_counts()['unique'], raw_model.config.n_layer
         say(f"grew the model at iter {iter_num} ({step['method']}): {before[1]} -> {after[1]} blocks, {before[0]:,} -> {after[0]:,} params")
+        log_model()
         log(type='grow', iter=iter_num, tokens=tokens_seen, flops=flops_spent, method=step['method'], options=step['options'],
             n_layer_before=before[1], n_layer_after=after[1], params_before=before[0], params_after=after[0],
             operator_flops=operator_flops, elapsed=elapsed())

@@ -63,6 +63,18 @@ def test_each_logical_layer_owns_its_cache_slot():
     assert not torch.equal(cache[0][0], cache[1][0])  # same weights, different inputs -> different keys
 
 
+@pytest.mark.parametrize('family', ['gpt2', 'llama'])
+def test_sampling_memory_counts_the_stored_weights_and_the_kv_cache_of_a_full_context(family):
+    model = make(layer_map=[0, 1, 1, 2, 2, 3], **FAMILIES[family])
+    cache = model.new_kv_cache()
+    model(torch.randint(0, 61, (1, TINY['block_size'])), kv_cache=cache)  # a full context
+    held = sum(t.numel() * t.element_size() for slot in cache for t in slot)
+    stored = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in [*model.parameters(), *model.buffers()]}
+    assert model.sampling_memory() == dict(weights=sum(stored.values()), kv_cache=held)
+    assert model.sampling_memory(2)['kv_cache'] == held // 2
+    assert make(**FAMILIES[family]).sampling_memory()['kv_cache'] == held * 4 // 6  # per logical layer
+
+
 def test_tied_layers_share_storage_and_accumulate_gradients():
     model = make(layer_map=[0, 1, 1, 1, 2, 2, 2, 3])
     assert len(model.transformer.h) == 4

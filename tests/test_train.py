@@ -56,7 +56,7 @@ def records(out_dir, kind=None):
 
 def losses(out_dir):
     return [(r['type'], r['iter'], r['loss'] if r['type'] == 'train' else r['val_loss'])
-            for r in records(out_dir) if r['type'] != 'grow']
+            for r in records(out_dir) if r['type'] in ('train', 'eval')]
 
 
 @pytest.fixture(scope='module')
@@ -214,13 +214,16 @@ def test_several_growth_steps_resume_exactly_across_each(repo, data, tmp_path):
     train(repo, data, tmp_path / 'a', *extra)
     g = grow_records(tmp_path / 'a')
     assert [(r['iter'], r['method'], r['n_layer_before'], r['n_layer_after']) for r in g] == [(3, 'stack', 2, 4), (6, 'interleave', 4, 8)]
+    models = records(tmp_path / 'a', 'model')  # the sizes at the start and after each growth, for compare.py
+    assert [(r['iter'], r['n_layer'], r['n_logical']) for r in models] == [(0, 2, 2), (3, 4, 4), (6, 8, 8)]
+    assert models[1]['params_unique'] > models[0]['params_unique'] == models[0]['params_trainable']
     lrs = {r['iter']: r['lr'] for r in records(tmp_path / 'a', 'train')}
     assert lrs[3] < lrs[2] and lrs[6] < lrs[5]  # one schedule over the whole run: no warm-up again
     for stop in (3, 6):  # saved at each growth step
         out = tmp_path / f'stop{stop}'
         train(repo, data, out, *extra, f'--max_iters={stop}')
         train(repo, data, out, '--init_from=resume', *extra)  # TINY sets eval_interval: set ours again
-        assert grow_records(out) == g
+        assert grow_records(out) == g and records(out, 'model') == models  # logged once, not again on resume
         assert [r for r in losses(out) if r[:2] != ('eval', stop) or stop % 3 == 0] == losses(tmp_path / 'a')
 
 
