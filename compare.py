@@ -105,7 +105,7 @@ def read_log(arg):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such log")
     arm, seed = run_identity(label, path)
-    evals, grows = [], []
+    evals, grows, model = [], [], {}  # an eval's stage: how many growths came before it in the file
     with open(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -114,7 +114,10 @@ def read_log(arg):
                 rec = json.loads(line)
                 kind = rec['type']
                 if kind == 'eval':
-                    evals.append({k: float(rec[k]) for k in ('flops', 'tokens', 'elapsed', 'val_loss')})
+                    evals.append({k: float(rec[k]) for k in ('flops', 'tokens', 'elapsed', 'val_loss')} |
+                                 {'iter': int(rec['iter']), 'stage': len(grows)})
+                elif kind == 'model':  # the sizes at the start and after each growth: the last one is the final model's
+                    model = {k: float(rec[k]) for k in MODEL_FIELDS}
                 elif kind == 'grow':  # operator_flops (training a growth operator) is already inside flops
                     grows.append({k: float(rec[k]) for k in ('flops', 'tokens')} | {'iter': int(rec['iter']),
                                   'elapsed': float(rec.get('elapsed', 'nan')), 'operator_flops': float(rec.get('operator_flops', 0))})
@@ -124,7 +127,7 @@ def read_log(arg):
         raise ValueError(f"{path}: no eval records (type 'eval' with val_loss)")
     evals.sort(key=lambda r: r['flops'])  # a resumed run may append out of order
     return {'arm': arm, 'seed': seed, 'label': arm if seed is None else f"{arm}/s{seed}", 'path': path,
-            'evals': evals, 'grows': grows}
+            'evals': evals, 'grows': grows, 'model': model}
 
 # -----------------------------------------------------------------------------
 # per-run summary: FLOPs to each target and the speedup against the same seed's scratch run
@@ -162,6 +165,12 @@ def speedup(c_scratch, c):
     return c_scratch / c - 1 if c and c_scratch is not None else None
 
 
+def first_of_final_model(run):
+    """The final model's first eval: right after its last growth (or an imported model's start), before training."""
+    stage = run['evals'][-1]['stage']
+    return next(e for e in run['evals'] if e['stage'] == stage)  # evals are in FLOPs order, ties in file order
+
+
 def summarize(runs, scratch_arm, fractions, losses):
     """One summary row per run: its final numbers and, per target, the target loss, C and sp against the scratch
     run of its seed (empty without one)."""
@@ -175,7 +184,8 @@ def summarize(runs, scratch_arm, fractions, losses):
         row = {'arm': run['arm'], 'seed': run['seed'], 'scratch_arm': scratch_arm, 'final_flops': last['flops'],
                'final_val_loss': last['val_loss'], 'tokens': last['tokens'], 'elapsed': last['elapsed'],
                'growth_iters': ' '.join(str(g['iter']) for g in run['grows']),
-               'operator_flops': sum((g['operator_flops'] for g in run['grows']), 0.0)}
+               'operator_flops': sum((g['operator_flops'] for g in run['grows']), 0.0),
+               'first_val_loss': first_of_final_model(run)['val_loss'], **{k: run['model'].get(k) for k in MODEL_FIELDS}}
         for k in keys:
             L = targets[k]
             row[f'loss@{k}'] = L
@@ -267,10 +277,33 @@ def print_table(rows, lines, final):
         print(f"| {target_name(line['target'])} | {loss_cell} | " + " | ".join(cells) + " |")
     print("| final val loss | | " + " | ".join(cell(final[a], 'loss') for a in arms) + " |")
 
+
+def print_models(rows):
+    """Per arm, when the runs logged their sizes (train.py's model record): logical layers, stored, logical and
+    trainable parameters, the memory a batch-1 sampler holds at full context, and the final model's val loss right
+    after it was made (growth or import) and at the end, with its perplexity."""
+    arms = [a for a in arm_order(rows, rows[0]['scratch_arm']) if any(r['arm'] == a and r['params_unique'] is not None for r in rows)]
+    if not arms:
+        return
+    same = lambda vals, fmt: fmt(vals[0]) if len(set(vals)) == 1 else ' / '.join(map(fmt, sorted(set(vals))))
+    print("\nSizes of each arm's final model; losses mean ± sd over seeds (n); ppl = exp(val loss)\n")
+    print("| arm | logical layers | stored params | logical params | trainable params | sampling memory (fp32, full context) "
+          "| val loss at start | final val loss | final ppl |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for arm in arms:
+        mine = [r for r in rows if r['arm'] == arm and r['params_unique'] is not None]
+        sizes = [same([r[k] for r in mine], lambda v: f"{v:,.0f}") for k in MODEL_FIELDS[:4]]
+        memory = same([r['sampling_bytes_fp32'] for r in mine], lambda v: f"{v / 2**20:.2f} MiB")
+        losses = [cell(stats([r[k] for r in mine]), 'loss') for k in ('first_val_loss', 'final_val_loss')]
+        ppl = cell(stats([math.exp(r['final_val_loss']) for r in mine]), 'loss')
+        print(f"| {arm} | " + " | ".join(sizes + [memory] + losses + [ppl]) + " |")
+
 # -----------------------------------------------------------------------------
 # the summary CSV
 
-FIELDS = ['arm', 'seed', 'scratch_arm', 'final_flops', 'final_val_loss', 'tokens', 'elapsed', 'growth_iters', 'operator_flops']
+MODEL_FIELDS = ['n_logical', 'params_unique', 'params_logical', 'params_trainable', 'sampling_bytes_fp32']  # train.py's model record
+FIELDS = ['arm', 'seed', 'scratch_arm', 'final_flops', 'final_val_loss', 'tokens', 'elapsed', 'growth_iters', 'operator_flops',
+          'first_val_loss', *MODEL_FIELDS]
 
 
 def write_csv(path, rows, keys):
@@ -310,6 +343,57 @@ def read_csv(path):
         raise ValueError(f"{path}: rows disagree on scratch_arm")
     return rows, keys
 
+CURVE_FIELDS = ['arm', 'seed', 'type', 'iter', 'flops', 'tokens', 'elapsed', 'val_loss', 'operator_flops']
+
+
+def curves_path(csv_path):
+    """The curves CSV beside a summary CSV: results/growth.csv -> results/growth.curves.csv."""
+    return os.path.splitext(csv_path)[0] + '.curves.csv'
+
+
+def write_curves(path, runs):
+    """Every run's eval and growth records, for the plot without the logs (and for study.py: runs of an earlier
+    session). Grow records come before the evals at their FLOPs, as in the log."""
+    def write(tmp):
+        with open(tmp, 'w', newline='') as f:
+            w = csv.writer(f)
+            w.writerow(CURVE_FIELDS)
+            for r in runs:
+                records = [dict(g, type='grow', val_loss=None, order=(j, g['flops'], 1)) for j, g in enumerate(r['grows'])]
+                records += [dict(e, type='eval', operator_flops=None, order=(e['stage'], e['flops'], 0)) for e in r['evals']]
+                for x in sorted(records, key=lambda x: x['order']):  # growth j after the evals before it
+                    w.writerow([r['arm'], '' if r['seed'] is None else r['seed']] + [
+                        '' if x[c] is None else repr(x[c]) if isinstance(x[c], float) else x[c] for c in CURVE_FIELDS[2:]])
+    atomic_write(path, write)
+
+
+def read_curves(path):
+    """A curves CSV -> runs as read_log gives them (without their model records: those are in the summary)."""
+    runs = {}
+    with open(path, newline='') as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != CURVE_FIELDS:
+            raise ValueError(f"{path}: not a compare curves CSV (columns {', '.join(CURVE_FIELDS)})")
+        for lineno, rec in enumerate(reader, 2):
+            try:
+                seed = int(rec['seed']) if rec['seed'] else None
+                run = runs.setdefault((rec['arm'], seed), {'arm': rec['arm'], 'seed': seed, 'path': path, 'evals': [],
+                                                           'grows': [], 'model': {}})
+                point = {k: float(rec[k]) for k in ('flops', 'tokens', 'elapsed')} | {'iter': int(rec['iter'])}
+                if rec['type'] == 'eval':
+                    run['evals'].append(point | {'val_loss': float(rec['val_loss']), 'stage': len(run['grows'])})
+                elif rec['type'] == 'grow':
+                    run['grows'].append(point | {'operator_flops': float(rec['operator_flops'])})
+                else:
+                    raise ValueError(f"type {rec['type']!r}")
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"{path}:{lineno}: bad value ({e})") from None
+    for run in runs.values():
+        run['label'] = run['arm'] if run['seed'] is None else f"{run['arm']}/s{run['seed']}"
+        if not run['evals']:
+            raise ValueError(f"{path}: {run['label']} has no eval records")
+    return list(runs.values())
+
 # -----------------------------------------------------------------------------
 # plot
 
@@ -324,37 +408,54 @@ def band(curves, points=200):
     return grid, ys.mean(0), ys.min(0), ys.max(0)
 
 
-def plot_compare(runs, scratch_arm, lines, path, plt):
-    """Val loss against FLOPs, tokens and wall time: per arm the mean over seeds and a min-max band."""
+def plot_compare(runs, rows, lines, path, plt):
+    """Val loss against FLOPs, tokens and wall time, per arm the mean over seeds and a min-max band (the legend
+    gives sp at L*); when the runs logged their sizes, also each arm's final val loss against its stored params."""
+    scratch_arm = rows[0]['scratch_arm']
     axes_spec = [('flops', 'FLOPs (incl. the small model for grown runs)'), ('tokens', 'tokens'), ('elapsed', 'wall time (s)')]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), sharey=True)
+    sized = len({r['params_unique'] for r in rows} - {None}) > 1
+    fig, axes = plt.subplots(1, 4 if sized else 3, figsize=(21 if sized else 16, 5.5), sharey=True)
     arms = arm_order(runs, scratch_arm)
+    style = lambda i: dict(color=plt.cm.tab20(i % 20), ls='-' if i < 20 else '--')  # 20 colours, then dashed
     final = next(line for line in lines if line['target'] == 'final')
     for ax, (key, xlabel) in zip(axes, axes_spec):
         for i, arm in enumerate(arms):
-            color, mine = f"C{i}", [r for r in runs if r['arm'] == arm]
+            mine = [r for r in runs if r['arm'] == arm]
             curves = [tuple(map(list, zip(*sorted((e[key], e['val_loss']) for e in r['evals'])))) for r in mine]
             shared = band(curves) if len(curves) > 1 else None
-            label = f"{arm} (n={len(mine)})"
+            sp = '' if arm == scratch_arm else ', sp ' + cell(final['speedup'][arm], 'sp').split(' (')[0]
+            label = f"{arm} (n={len(mine)}{sp})"
             if shared:
                 grid, mean, low, high = shared
-                ax.plot(grid, mean, '-', color=color, label=label)
-                ax.fill_between(grid, low, high, color=color, alpha=0.2, lw=0)
+                ax.plot(grid, mean, label=label, **style(i))
+                ax.fill_between(grid, low, high, color=style(i)['color'], alpha=0.15, lw=0)
             else:
                 for j, (xs, ls) in enumerate(curves):
-                    ax.plot(xs, ls, '.-', color=color, label=label if j == 0 else None)
+                    ax.plot(xs, ls, marker='.', label=label if j == 0 else None, **style(i))
             for x in sorted({g[key] for r in mine for g in r['grows'] if not math.isnan(g[key])}):
-                ax.axvline(x, color=color, ls=':', lw=1)
+                ax.axvline(x, color=style(i)['color'], ls=':', lw=1)
         if final['loss']['n']:
             ax.axhline(final['loss']['mean'], color='gray', ls='--', lw=0.8)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
+    early = [r['evals'][1]['val_loss'] for r in runs if r['arm'] == scratch_arm and len(r['evals']) > 1]
+    if early:  # the first eval (an untrained model) would squash the rest
+        axes[0].set_ylim(top=max(early), bottom=min(e['val_loss'] for r in runs for e in r['evals']) - 0.02)
+    if sized:
+        ax = axes[3]
+        for i, arm in enumerate(arms):
+            mine = [r for r in rows if r['arm'] == arm and r['params_unique'] is not None]
+            if mine:
+                loss = stats([r['final_val_loss'] for r in mine])
+                ax.errorbar(mine[0]['params_unique'], loss['mean'], yerr=loss['sd'] or 0, fmt='o', capsize=3, color=style(i)['color'])
+                ax.annotate(arm, (mine[0]['params_unique'], loss['mean']), fontsize=7, xytext=(3, 3), textcoords='offset points')
+        ax.set_xlabel('stored (unique) parameters')
+        ax.grid(alpha=0.3)
     axes[0].set_ylabel('val loss')
-    axes[0].legend(fontsize=8, title=f"line: mean over seeds, band: min-max; dotted: growth; dashed: {scratch_arm}'s mean L*",
-                   title_fontsize=7)
-    sp = [f"{arm}: {cell(final['speedup'][arm], 'sp', notes_of(final['speedup'][arm]))}" for arm in arms[1:]]
-    fig.suptitle("speedup at the scratch run's final val loss (sp = C_scratch/C_run - 1, same seed): " + ", ".join(sp), fontsize=10)
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc='lower center', ncol=min(len(arms), 5), fontsize=8,
+               title=f"line: mean over seeds, band: min-max; dotted: growth; dashed: {scratch_arm}'s mean L*; "
+                     f"sp = C_{scratch_arm}/C_run - 1 at L*, same seed", title_fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * math.ceil(len(arms) / 5), 1, 1))
     save_fig(fig, path, plt)
 
 # -----------------------------------------------------------------------------
@@ -379,41 +480,53 @@ def cmd_compare(args):
         rows, keys = read_csv(args.from_csv)
         if args.scratch is not None and args.scratch != rows[0]['scratch_arm']:
             raise ValueError(f"{args.from_csv}: its speedups are against {rows[0]['scratch_arm']!r}, not {args.scratch!r}")
-        runs = None
-    else:
-        if not args.logs:
-            raise ValueError("give runs ([arm=]out_dir, log.jsonl or a study dir) or --from_csv")
-        runs = [read_log(a) for a in expand(args.logs)]
-        seen = {}
-        for r in runs:
-            if (r['arm'], r['seed']) in seen:
-                raise ValueError(f"{seen[r['arm'], r['seed']]} and {r['path']} are both {r['label']}; name them arm=path")
-            seen[r['arm'], r['seed']] = r['path']
-        try:
-            fractions = [float(q) for q in args.at.split(',') if q.strip()]
-            losses = [float(x) for x in args.losses.split(',') if x.strip()] if args.losses else []
-        except ValueError:
-            raise ValueError("--at and --losses take comma-separated numbers") from None
-        if any(not 0 < q <= 1 for q in fractions):
-            raise ValueError("--at takes fractions in (0, 1]")
-        fractions = sorted(set(fractions) | {1.0})  # the final L* is always reported
-        scratch_arm = pick_scratch(list(dict.fromkeys(r['arm'] for r in runs)), args.scratch)
-        rows, keys = summarize(runs, scratch_arm, fractions, losses), target_keys(fractions, losses)
+        curves = curves_path(args.from_csv)
+        runs = read_curves(curves) if os.path.isfile(curves) else None
+        if runs is not None and {(r['arm'], r['seed']) for r in runs} != {(r['arm'], r['seed']) for r in rows}:
+            raise ValueError(f"{curves} and {args.from_csv} list different runs")
+        report(rows, keys, runs, png=args.out or os.path.splitext(args.from_csv)[0] + '.png', as_json=args.json)
+        return
+    if not args.logs:
+        raise ValueError("give runs ([arm=]out_dir, log.jsonl or a study dir) or --from_csv")
+    runs = [read_log(a) for a in expand(args.logs)]
+    seen = {}
+    for r in runs:
+        if (r['arm'], r['seed']) in seen:
+            raise ValueError(f"{seen[r['arm'], r['seed']]} and {r['path']} are both {r['label']}; name them arm=path")
+        seen[r['arm'], r['seed']] = r['path']
+    try:
+        fractions = [float(q) for q in args.at.split(',') if q.strip()]
+        losses = [float(x) for x in args.losses.split(',') if x.strip()] if args.losses else []
+    except ValueError:
+        raise ValueError("--at and --losses take comma-separated numbers") from None
+    if any(not 0 < q <= 1 for q in fractions):
+        raise ValueError("--at takes fractions in (0, 1]")
+    fractions = sorted(set(fractions) | {1.0})  # the final L* is always reported
+    scratch_arm = pick_scratch(list(dict.fromkeys(r['arm'] for r in runs)), args.scratch)
+    rows, keys = summarize(runs, scratch_arm, fractions, losses), target_keys(fractions, losses)
+    report(rows, keys, runs, csv_path=args.csv, png=args.out or 'compare.png', as_json=args.json)
+
+
+def report(rows, keys, runs=None, csv_path=None, png=None, as_json=False):
+    """Print the tables (or JSON) of the summary rows; write the summary and curves CSVs (csv_path) and, with the
+    runs' curves, the plot (png)."""
     lines, final = table(rows, keys)
-    if args.csv:
-        write_csv(args.csv, rows, keys)
-    if args.json:
+    if csv_path:
+        write_csv(csv_path, rows, keys)
+        write_curves(curves_path(csv_path), runs)
+    if as_json:
         print(json.dumps({'scratch': rows[0]['scratch_arm'], 'targets': keys, 'table': lines, 'final_val_loss': final,
                           'runs': rows}, indent=2))
     else:
         print_table(rows, lines, final)
-        if args.csv:
-            print(f"\nwrote {args.csv}")
-    plt = pyplot() if runs else None
+        print_models(rows)
+        if csv_path:
+            print(f"\nwrote {csv_path} and {curves_path(csv_path)}")
+    plt = pyplot() if runs and png else None
     if plt:
-        plot_compare(runs, rows[0]['scratch_arm'], lines, args.out, plt)
-        if not args.json:
-            print(f"wrote {args.out}")
+        plot_compare(runs, rows, lines, png, plt)
+        if not as_json:
+            print(f"wrote {png}")
 
 
 def add_arguments(p):
@@ -421,7 +534,7 @@ def add_arguments(p):
     p.add_argument('--scratch', help="the scratch arm (name or index); default 'scratch' if present, else the first")
     p.add_argument('--at', default='0.25,0.5,0.75,1', help="targets: scratch's loss at these fractions of its final FLOPs")
     p.add_argument('--losses', help="extra target val losses, comma-separated")
-    p.add_argument('--out', default='compare.png', help="the plot (not with --from_csv)")
+    p.add_argument('--out', help="the plot; default compare.png, with --from_csv X.csv: X.png (from X.curves.csv)")
     p.add_argument('--csv', help="write the per-run summary CSV (arm, seed, FLOPs and sp at each target, ...)")
     p.add_argument('--from_csv', help="the table from a summary CSV alone, no logs")
     p.add_argument('--json', action='store_true', help="print JSON instead of the table")

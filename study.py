@@ -19,7 +19,10 @@ resumed (--init_from=resume), and one whose command (or base config file) change
 which starts it afresh. Ctrl-C (or SIGTERM) stops every running train.py the way train.py stops itself (last.pt
 saved): the next call resumes them. A failed run is reported (exit code, last line of its output) and the others go
 on. At the end compare.py makes the table of the finished runs and writes results/<name>.csv (the small per-run
-summary, for git: `python compare.py --from_csv results/<name>.csv` remakes the table) and results/<name>.png.
+summary), results/<name>.curves.csv (their eval records) and results/<name>.png: `python compare.py --from_csv
+results/<name>.csv` remakes table and plot from the CSVs alone. With them results/<name>.runs.json records each
+run's command: commit the three files and a later session (whose runs/ is gone) skips those runs as 'recorded'
+and keeps them in its table; a recorded run is only run again when an unfinished run needs its checkpoint.
 
 Three arm keys are the runner's, not train.py's: 'seeds' (this arm's seeds instead of the study's, e.g. more seeds
 for the reference arm than for the others), and for runs built from other runs (grow two small models into one,
@@ -186,15 +189,44 @@ def write_json(path, obj):
     compare.atomic_write(path, write)
 
 
-def status(run, study):
-    """'done' (skip), 'changed' (ran with another command), 'resume' (has last.pt) or 'start'."""
+def fingerprint(record):
+    return record['args'], record.get('before', []), record['base_sha256']
+
+
+def status(run, study, recorded=None):
+    """'done' (skip), 'changed' (ran with another command), 'resume' (has last.pt), 'recorded' (finished in an earlier
+    session: in the committed results with the study's command, no run dir here) or 'start'."""
     done = read_json(os.path.join(run['out_dir'], 'done.json'))
     has_ckpt = os.path.isfile(os.path.join(run['out_dir'], 'last.pt'))
-    recorded = done or (read_json(os.path.join(run['out_dir'], 'run.json')) if has_ckpt else None)
-    if recorded and (recorded['args'], recorded.get('before', []), recorded['base_sha256']) != (
-            run['args'], run['before'], study['base_sha256']):
+    ran = done or (read_json(os.path.join(run['out_dir'], 'run.json')) if has_ckpt else None)
+    now = (run['args'], run['before'], study['base_sha256'])
+    if ran and fingerprint(ran) != now:
         return 'changed'
-    return 'done' if done else 'resume' if has_ckpt else 'start'
+    if done or has_ckpt:
+        return 'done' if done else 'resume'
+    earlier = (recorded or {}).get(run['name'])
+    return 'recorded' if earlier and fingerprint(earlier['command']) == now else 'start'
+
+
+def results_path(study):
+    return os.path.join('results', study['name'])
+
+
+def read_recorded(study):
+    """The runs of the committed results (results/<name>.csv, .curves.csv, .runs.json: written with every table, so a
+    later session, whose runs/ is empty, skips them): {name: {'command': run.json's fields, 'run': compare's run}}."""
+    base = results_path(study)
+    commands = read_json(base + '.runs.json')
+    if not commands or not os.path.isfile(base + '.csv') or not os.path.isfile(compare.curves_path(base + '.csv')):
+        return {}
+    rows, _ = compare.read_csv(base + '.csv')
+    sizes = {f"{r['arm']}/s{r['seed']}": r for r in rows}
+    recorded = {}
+    for run in compare.read_curves(compare.curves_path(base + '.csv')):
+        if run['label'] in commands and run['label'] in sizes:
+            run['model'] = {k: sizes[run['label']][k] for k in compare.MODEL_FIELDS if sizes[run['label']][k] is not None}
+            recorded[run['label']] = {'command': commands[run['label']], 'run': run}
+    return recorded
 
 
 def start(run, study, train, jobs):
@@ -300,24 +332,30 @@ def run_all(todo, study, train, jobs, done=()):
     return [r['name'] for r in todo if r['name'] in failed]
 
 
-def make_table(study):
-    """compare.py's table of the finished runs (whose command is the study's), results/<name>.csv and .png."""
+def make_table(study, recorded):
+    """compare.py's table of the finished runs (whose command is the study's), with the runs recorded by an earlier
+    session: results/<name>.csv, .curves.csv and .runs.json (each run's command), and results/<name>.png."""
     runs = plan(study)
-    states = {r['name']: status(r, study) for r in runs}
-    finished = [r for r in runs if states[r['name']] == 'done']
-    other = [n for n, s in states.items() if s != 'done']
+    states = {r['name']: status(r, study, recorded) for r in runs}
+    finished = [r for r in runs if states[r['name']] in ('done', 'recorded')]
+    other = [n for n, s in states.items() if s not in ('done', 'recorded')]
     if other:
         print(f"not in the table (unfinished or changed): {', '.join(other)}")
     if not any(r['arm'] == study['scratch'] for r in finished):
         print(f"no table yet: no finished {study['scratch']} run")
         return
-    results = os.path.join('results', study['name'])
-    argv = [f"{r['arm']}={r['out_dir']}" for r in finished]
-    argv += ['--scratch', study['scratch'], '--at', '1', '--csv', results + '.csv', '--out', results + '.png']
-    if study['losses']:
-        argv += ['--losses', ','.join(map(str, study['losses']))]
+    earlier = [r['name'] for r in finished if states[r['name']] == 'recorded']
+    if earlier:
+        print(f"from {results_path(study)}.* (finished in an earlier session): {', '.join(earlier)}")
+    logs = [recorded[r['name']]['run'] if states[r['name']] == 'recorded' else
+            compare.read_log(f"{r['arm']}={r['out_dir']}") for r in finished]
+    rows = compare.summarize(logs, study['scratch'], [1.0], study['losses'])
+    base = results_path(study)
     print()
-    compare.main(argv)
+    compare.report(rows, compare.target_keys([1.0], study['losses']), logs, csv_path=base + '.csv', png=base + '.png')
+    write_json(base + '.runs.json', {r['name']: recorded[r['name']]['command'] if states[r['name']] == 'recorded' else
+                                     dict(zip(('args', 'before', 'base_sha256'), fingerprint(read_json(
+                                         os.path.join(r['out_dir'], 'done.json'))))) for r in finished})
 
 
 def main(argv=None):
@@ -341,10 +379,17 @@ def main(argv=None):
         train = shlex.split(args.train)
         if not train:
             raise ValueError("--train is empty")
+        recorded = read_recorded(study)
         if args.table:
-            return make_table(study)
+            return make_table(study, recorded)
         runs = plan(study, only)
-        states = {r['name']: status(r, study) for r in runs}
+        states = {r['name']: status(r, study, recorded) for r in runs}
+        for r in reversed(runs):  # an earlier session's run that an unfinished run builds on: its checkpoint is needed
+            if states[r['name']] not in ('done', 'recorded'):
+                for name in r['after']:
+                    if states[name] == 'recorded':
+                        states[name] = 'start'
+                        print(f"{name}: recorded by an earlier session, run again: {r['name']} needs its checkpoint")
         if args.dry_run:
             for r in runs:
                 extra = ['--init_from=resume'] if states[r['name']] == 'resume' else []
@@ -362,13 +407,15 @@ def main(argv=None):
         for r in changed:
             shutil.rmtree(r['out_dir'])
             states[r['name']] = 'start'
-        todo = [r for r in runs if states[r['name']] != 'done']
-        print(f"study {study['name']}: {len(runs)} runs, {len(runs) - len(todo)} done (skipped), {len(todo)} to run, "
-              f"{args.jobs} at a time")
-        failed = run_all(todo, study, train, args.jobs, done=[n for n, st in states.items() if st == 'done'])
+        todo = [r for r in runs if states[r['name']] not in ('done', 'recorded')]
+        earlier = sum(st == 'recorded' for st in states.values())
+        print(f"study {study['name']}: {len(runs)} runs, {len(runs) - len(todo)} done (skipped"
+              + (f"; {earlier} recorded in {results_path(study)}.* by an earlier session" if earlier else '')
+              + f"), {len(todo)} to run, {args.jobs} at a time")
+        failed = run_all(todo, study, train, args.jobs, done=[n for n, st in states.items() if st in ('done', 'recorded')])
         if failed:
             print(f"{len(failed)} run(s) failed: {', '.join(failed)}")
-        make_table(study)
+        make_table(study, recorded)
         if failed:
             sys.exit(1)
     except (ValueError, FileNotFoundError) as e:

@@ -115,7 +115,8 @@ def test_from_csv_gives_the_table_of_the_logs(tmp_path, capsys):
     args = ['--losses', '2.5,2.1', '--at', '0.5,1', '--out', tmp_path / 'p.png']
     from_logs = out(capsys, runs, *args, '--csv', csv_path)
     from_csv = out(capsys, '--from_csv', csv_path)
-    assert from_csv.strip() == from_logs.split('\nwrote')[0].strip()
+    assert from_csv.split('\nwrote')[0].strip() == from_logs.split('\nwrote')[0].strip()
+    assert (tmp_path / 'results' / 'demo.png').stat().st_size > 0  # the plot, from the curves CSV beside it
     logs_json = json.loads(out(capsys, runs, *args, '--json'))
     csv_json = json.loads(out(capsys, '--from_csv', csv_path, '--json'))
     assert csv_json['table'] == logs_json['table'] and csv_json['final_val_loss'] == logs_json['final_val_loss']
@@ -123,6 +124,41 @@ def test_from_csv_gives_the_table_of_the_logs(tmp_path, capsys):
     header = csv_path.read_text().splitlines()[0].split(',')
     assert header[:5] == ['arm', 'seed', 'scratch_arm', 'final_flops', 'final_val_loss'] and 'sp@2.5' in header
     assert len(csv_path.read_text().splitlines()) == 1 + 8
+    from_logs = {r["label"]: r for r in map(compare.read_log, compare.expand([str(runs)]))}
+    for run in compare.read_curves(str(tmp_path / 'results' / 'demo.curves.csv')):  # the curves round-trip exactly
+        same = lambda r: json.dumps([r['evals'], r['grows']], sort_keys=True)  # NaN (no elapsed) equals NaN here
+        assert same(run) == same(from_logs[run['label']])
+
+
+def test_model_records_give_the_sizes_table_and_the_start_loss(tmp_path, capsys):
+    """train.py's model records (at the start, after each growth): the last one sizes the final model; the val loss
+    at start is the final model's first eval, right after its growth (not the small model's eval at the same FLOPs)."""
+    def model(unique, logical, n_logical):
+        return {'type': 'model', 'iter': 0, 'n_layer': 2, 'n_logical': n_logical, 'params_unique': unique,
+                'params_logical': logical, 'params_trainable': unique, 'params_unique_non_embedding': unique,
+                'params_logical_non_embedding': logical, 'sampling_bytes_fp32': 4 * unique + 2**20}
+    scratch = [model(400, 400, 4)] + evals([(0, 4.0), (10, 3.0), (20, 2.0)])
+    small = evals([(0, 4.0), (4, 3.2)])
+    grown = [model(200, 200, 2)] + small + [grow(4), model(400, 400, 4)] + evals([(4, 3.5), (12, 2.4), (16, 2.0)])
+    for seed in (1, 2):
+        write_log(tmp_path / 'runs' / 'scratch' / f's{seed}' / 'log.jsonl', scratch)
+        write_log(tmp_path / 'runs' / 'stack' / f's{seed}' / 'log.jsonl', grown)
+    write_log(tmp_path / 'runs' / 'tied' / 's1' / 'log.jsonl', [model(200, 400, 4)] + evals([(0, 4.0), (20, 2.2)]))
+    csv_path = tmp_path / 'results' / 'sizes.csv'
+    text = out(capsys, tmp_path / 'runs', '--at', '1', '--csv', csv_path, '--out', tmp_path / 'p.png')
+    res = json.loads(out(capsys, tmp_path / 'runs', '--at', '1', '--json', '--out', tmp_path / 'p.png'))
+    rows = {(r['arm'], r['seed']): r for r in res['runs']}
+    assert rows['stack', 1]['first_val_loss'] == 3.5 and rows['scratch', 1]['first_val_loss'] == 4.0
+    assert rows['stack', 1]['params_unique'] == 400 and rows['tied', 1]['params_logical'] == 400
+    assert rows['tied', 1]['n_logical'] == 4 and rows['tied', 1]['sampling_bytes_fp32'] == 800 + 2**20
+    assert ('| stack | 4 | 400 | 400 | 400 | 1.00 MiB | 3.5000 ± 0.0000 (n=2) | 2.0000 ± 0.0000 (n=2) | '
+            f'{np.exp(2):.4f} ± 0.0000 (n=2) |') in text
+    assert '| tied | 4 | 200 | 400 | 200 | 1.00 MiB | 4.0000 (n=1) | 2.2000 (n=1) |' in text
+    assert (tmp_path / 'p.png').stat().st_size > 0  # with the parameters panel: the sizes differ
+    again = out(capsys, '--from_csv', csv_path)
+    assert again.split('\nwrote')[0].strip() == text.split('\nwrote')[0].strip()
+    stack = next(r for r in compare.read_curves(compare.curves_path(str(csv_path))) if r['arm'] == 'stack')
+    assert [e['stage'] for e in stack['evals']] == [0, 0, 1, 1, 1]
 
 
 def test_arm_labels_and_config_seeds(tmp_path):

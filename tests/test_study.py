@@ -6,6 +6,7 @@ per-run summary CSV comes out at the end. Arms built from other arms' runs wait 
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -209,11 +210,46 @@ def test_arms_wait_for_the_runs_they_need_and_skip_finished_pre_steps(tmp_path, 
     run = tmp_path / 'runs' / 'demo' / 'grown' / 's1'
     (run / 'done.json').unlink()
     (run / 'last.pt').unlink()  # grown/s1 starts afresh; its pre-step's output is there: not run again
+    (tmp_path / 'results' / 'demo.runs.json').unlink()  # else the results record it as finished (see the next test)
     code, out = call(tmp_path, monkeypatch, capsys, '--dry_run')
     assert code == 0 and '(skipped: runs/demo/grown/s1/init.pt exists)' in out
     code, out = call(tmp_path, monkeypatch, capsys)
     assert code == 0 and '5 done (skipped), 1 to run' in out, out
     assert len(calls(tmp_path, 'grown', 1)) == 2 and (run / 'train.log').read_text().count('shutil.copy') == 1
+
+
+def test_a_later_session_skips_the_runs_the_committed_results_record(tmp_path, monkeypatch, capsys):
+    """runs/ is gone (a new session), results/ is committed: those runs are 'recorded', not run again, and stay in
+    the table; one that an unfinished run needs is run again for its checkpoint; a changed one is run again."""
+    write_study(tmp_path, arms={'scratch': {}, 'small': GROWN['small']})
+    code, first = call(tmp_path, monkeypatch, capsys, '--jobs', '2')
+    assert code == 0, first
+    table = lambda out: out[out.index('| target'):].split('\nwrote')[0]
+    recorded = json.loads((tmp_path / 'results' / 'demo.runs.json').read_text())
+    assert sorted(recorded) == ['scratch/s1', 'scratch/s2', 'small/s1', 'small/s2']
+    assert recorded['small/s1']['args'][-1] == '--speed=0.5'
+    shutil.rmtree(tmp_path / 'runs')
+    code, out = call(tmp_path, monkeypatch, capsys)
+    assert code == 0 and '4 done (skipped; 4 recorded in results/demo.* by an earlier session), 0 to run' in out
+    assert table(out) == table(first) and not (tmp_path / 'runs').exists()
+    code, out = call(tmp_path, monkeypatch, capsys, '--table')
+    assert code == 0 and table(out) == table(first) and 'from results/demo.* (finished in an earlier session)' in out
+
+    write_study(tmp_path, arms={'scratch': {}, 'small': GROWN['small'], 'grown': GROWN['grown']})  # a new arm
+    code, out = call(tmp_path, monkeypatch, capsys, '--dry_run')
+    assert code == 0 and 'small/s1: recorded by an earlier session, run again: grown/s1 needs its checkpoint' in out
+    assert [line.split(':')[0] for line in out.splitlines() if line.startswith(('start', 'recorded'))] == [
+        'recorded scratch/s1', 'recorded scratch/s2', 'start    small/s1', 'start    small/s2', 'start    grown/s1', 'start    grown/s2']
+    code, out = call(tmp_path, monkeypatch, capsys, '--jobs', '2')
+    assert code == 0 and '2 done (skipped; 2 recorded' in out and '4 to run' in out, out
+    assert calls(tmp_path, 'scratch', 1) == [] and len(calls(tmp_path, 'small', 1)) == 1
+    assert sorted((r['arm'], r['seed']) for r in summary(tmp_path)) == [
+        ('grown', '1'), ('grown', '2'), ('scratch', '1'), ('scratch', '2'), ('small', '1'), ('small', '2')]
+
+    shutil.rmtree(tmp_path / 'runs')
+    write_study(tmp_path, arms={'scratch': {}, 'small': {'speed': 4.0}, 'grown': GROWN['grown']})  # small changed
+    code, out = call(tmp_path, monkeypatch, capsys, '--dry_run')
+    assert code == 0 and 'start    small/s1' in out and 'recorded grown/s1' in out and 'recorded scratch/s1' in out
 
 
 def test_a_failed_pre_step_fails_its_run_and_the_runs_that_need_it(tmp_path, monkeypatch, capsys):
