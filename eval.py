@@ -224,6 +224,28 @@ def keep_end_maps(n, T, max_maps, seed, monotone):
     return [('', [0, *mid, n - 1]) for mid in mids]
 
 
+def any_maps(n, T, max_maps, seed):
+    """Maps with no constraint at all (n**T of them; more than max_maps: a seeded uniform sample): the control group
+    for keep_ends, to see whether keeping the first and last layer in place matters."""
+    total = n ** T
+    picks = range(total) if total <= max_maps else sorted(random.Random(seed).sample(range(total), max_maps))
+    if total > max_maps:
+        print(f"any: sampled {max_maps} of {total} maps (--seed {seed})", file=sys.stderr)
+    return [('', [(x // n ** d) % n for d in reversed(range(T))]) for x in picks]
+
+
+def keeps_ends(m, n):
+    return m[0] == 0 and m[-1] == n - 1
+
+
+def sweep_summary(rows, n_src, base_ppl):
+    """Maps that keep both ends vs the others (count, best and median ppl), and how many beat the base model."""
+    groups = {'keep both ends': [r['ppl'] for r in rows if keeps_ends(r['map'], n_src)],
+              'other maps': [r['ppl'] for r in rows if not keeps_ends(r['map'], n_src)]}
+    return {name: {'n': len(p), 'best': min(p), 'median': float(np.median(p))} if p else {'n': 0} for name, p in groups.items()
+            } | {'better than base': sum(r['ppl'] < base_ppl for r in rows)}
+
+
 def sweep_maps(args, n_src):
     """-> [(label, map)] from --maps, --maps_file and --generate, duplicates dropped (a non-empty label wins)."""
     maps = {}
@@ -242,8 +264,10 @@ def sweep_maps(args, n_src):
             found = method_maps(n_src, args.length)
         elif kind in ('keep_ends', 'monotone'):
             found = keep_end_maps(n_src, args.length, args.max_maps, args.seed, kind == 'monotone')
+        elif kind == 'any':
+            found = any_maps(n_src, args.length, args.max_maps, args.seed)
         else:
-            raise ValueError(f"--generate: unknown kind {kind!r} (keep_ends, monotone, methods)")
+            raise ValueError(f"--generate: unknown kind {kind!r} (keep_ends, monotone, any, methods)")
         for label, m in found:
             add(label, m)
     if not maps:
@@ -276,6 +300,9 @@ def plot_sweep(rows, n_src, base, title, path, plt):
         if not np.isnan(v):
             ax.text(j, i, int(v), ha='center', va='center', fontsize=8, color='white' if v < n_src / 2 else 'black')
     ax.text(W - 0.3, -0.6, 'ppl', ha='left', va='bottom', fontsize=8, weight='bold', clip_on=False)
+    above = sum(r['ppl'] < base for r in rows)  # rows are sorted: the maps above the line beat the base model
+    ax.axhline(above - 0.5, color='red', lw=1.5)
+    ax.text(-0.5, above - 0.5, f"base {base:.2f}", color='red', ha='right', va='center', fontsize=7, clip_on=False)
     for i, r in enumerate(rows):
         ax.text(W - 0.3, i, f"{r['ppl']:.2f}", ha='left', va='center', fontsize=8, clip_on=False)
     ax.set_xticks(range(W))
@@ -307,6 +334,7 @@ def cmd_sweep(args):
     rows.sort(key=lambda r: r['ppl'])
     if rank != 0:
         return
+    summary = sweep_summary(rows, n_src, base_score['ppl'])
     rows_out = [{'label': 'base', 'map': list(range(n_src)), **base_score}] + rows
     def write_csv(tmp):
         with open(tmp, 'w', newline='') as f:
@@ -322,6 +350,9 @@ def cmd_sweep(args):
         print(f"{len(rows)} maps over {n_src} source layers, {rows[0]['tokens']:,} tokens each; base ppl {base_score['ppl']:.3f}")
         for r in rows[:5] + ([None] if len(rows) > 10 else []) + rows[max(5, len(rows) - 5):]:
             print("  ..." if r is None else f"  {r['ppl']:9.3f}  [{','.join(map(str, r['map']))}]  {r['label']}")
+        for name, g in summary.items():
+            print(f"{name}: {g} of {len(rows)} maps" if name == 'better than base' else
+                  f"{name}: {g['n']} maps" + (f", best ppl {g['best']:.3f}, median {g['median']:.3f}" if g['n'] else ''))
     print(f"wrote {args.out}", file=sys.stderr)
     plt = pyplot()
     if plt:
@@ -455,9 +486,10 @@ def main(argv=None):
     s.add_argument('--maps', help="explicit maps: '0,1,2,3,0,1,2,3;0,1,1,1,2,2,2,3'")
     s.add_argument('--maps_file', help="one map per line (# comments)")
     s.add_argument('--generate', help="comma list of keep_ends (first/last fixed, middle free), monotone "
-                                      "(first/last fixed, non-decreasing), methods (stack/interleave/dus/repeat)")
+                                      "(first/last fixed, non-decreasing), any (no constraint: the control for "
+                                      "keep_ends), methods (stack/interleave/dus/repeat)")
     s.add_argument('--length', type=int, default=8, help="length of generated maps")
-    s.add_argument('--max_maps', type=int, default=200, help="keep_ends/monotone: more maps than this -> a seeded random sample")
+    s.add_argument('--max_maps', type=int, default=200, help="keep_ends/monotone/any: more maps than this -> a seeded random sample")
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--tokens', type=int, default=16384)
     s.add_argument('--out', default='sweep.csv', help="CSV path; the heatmap goes beside it as .png")

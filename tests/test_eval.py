@@ -106,6 +106,10 @@ def test_sweep_identity_reproduces_ppl(repo, data, tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0].startswith('label,map,length,loss,ppl') and len(lines) == len(rows) + 1
     assert (tmp_path / 'sweep' / 'maps.png').stat().st_size > 0
+    r = run(repo, 'sweep', ck, '--data', data, '--tokens', 320, '--generate', 'any,keep_ends', '--length', 4,
+            '--max_maps', 30, '--out', out)
+    assert 'keep both ends: ' in r.stdout and 'other maps: ' in r.stdout
+    assert 'better than base: ' in r.stdout
 
 
 def test_generated_maps():
@@ -122,6 +126,19 @@ def test_generated_maps():
     assert len({tuple(m) for _, m in sample}) == 50 and sample == ev.keep_end_maps(4, 8, 50, seed=1, monotone=False)
     assert all(m[0] == 0 and m[-1] == 3 and len(m) == 8 for _, m in sample)
     assert len(ev.keep_end_maps(4, 8, 20, seed=0, monotone=True)) == 20
+    every = ev.any_maps(3, 4, 100, seed=0)  # 81 maps: all of them
+    assert len({tuple(m) for _, m in every}) == 81 and sum(ev.keeps_ends(m, 3) for _, m in every) == 9
+    sample = ev.any_maps(5, 8, 150, seed=2)
+    assert len({tuple(m) for _, m in sample}) == 150 and sample == ev.any_maps(5, 8, 150, seed=2)
+
+
+def test_sweep_summary_compares_maps_that_keep_the_ends_with_the_others():
+    rows = [{'map': [0, 1, 1, 2], 'ppl': 5.0}, {'map': [0, 2, 1, 2], 'ppl': 7.0}, {'map': [0, 0, 1, 2], 'ppl': 9.0},
+            {'map': [1, 1, 1, 2], 'ppl': 6.0}, {'map': [0, 1, 2, 1], 'ppl': 20.0}]
+    s = ev.sweep_summary(rows, 3, base_ppl=6.5)
+    assert s['keep both ends'] == {'n': 3, 'best': 5.0, 'median': 7.0}
+    assert s['other maps'] == {'n': 2, 'best': 6.0, 'median': 13.0} and s['better than base'] == 2
+    assert ev.sweep_summary(rows[:1], 3, 1.0)['other maps'] == {'n': 0}
 
 
 def test_mc_scores_choices(repo, tmp_path):
