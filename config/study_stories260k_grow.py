@@ -20,11 +20,11 @@
 # so wall time was ~10x CPU time and meant nothing). Per iteration of 16 x 256 tokens: the
 # 5-layer base 0.47 s, an 8-layer grown model (LESA's, all trained) 0.71 s, 10 layers ~0.89 s; LESA's fit and the
 # other grow.py pre-steps a few seconds. Per run (CPU minutes, 300 iterations, 7 evals): base 3.1, 8 layers 4.9,
-# llama_pro 6.1, llama_pro_new ~5.5: 34 per seed, 69 for 2 seeds = 35 minutes with --jobs 2 on two idle cores
-# (~45 with the 1.3x wall/CPU of the growth runs).
+# llama_pro 6.1, llama_pro_new ~5.5: 34 per seed, 102 for 3 seeds = 51 minutes with --jobs 2 on two idle cores
+# (CPU time measured under load overstates: the growth study's runs took 0.9x their estimate in wall time, 2 jobs).
 name = 'stories260k_grow'
 base = 'config/stories260k.py'  # stories260K, 16 x 256 tokens per iteration, lr 5e-4 cosine to 5e-5
-seeds = [1, 2]
+seeds = [1, 2, 3]
 scratch = 'base'
 
 _STEPS = {'max_iters': 300, 'lr_decay_iters': 300}

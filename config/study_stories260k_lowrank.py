@@ -2,7 +2,7 @@
 # A GPT-Neo-style model (LayerNorm, learned positions, gelu_tanh MLP, biases but none on q/k/v; attention keeps the
 # usual 1/sqrt(head_dim) scale) with 4 layers x 128 (the original experiment's 384 is ~10x the compute per token, beyond the
 # CPU budget), every attention and/or MLP matrix replaced by rank-r factors B @ A (no dense weight):
-#   full: dense, over three seeds (the seed spread); every other arm has seed 1 and is measured against full/s1;
+#   full: dense (every arm over three seeds, each measured against full of its seed);
 #   attn_lg / mlp_lg / both_lg: 'match' ranks (the factors hold about the dense matrix's parameters: the large rank);
 #   attn_med / mlp_med / both_med: its Med ranks scaled to width 128 (19/384 and 31/384 of the width: 6 and 10);
 #   inc / dec: ranks growing / shrinking geometrically over depth, 2 -> 33 (the original 5 -> 100 at 384);
@@ -22,12 +22,13 @@
 # Size and time. Measured 2026-11-30 09:28-09:53 on the shared 2-core machine, OMP_NUM_THREADS=1, by the CPU
 # seconds of short runs (30-50 iterations under a CPU-time wrapper; the load average was 8-21 from other sessions,
 # so wall time was ~10x CPU time and meant nothing). Per iteration of 16 x 128 tokens: full
-# (4 x 128) 0.21 s; the low-rank and narrower models have fewer FLOPs (not measured; counted as full). Per run 600
-# iterations + 13 evals: 2.8 CPU minutes at most; 17 runs, 43 CPU minutes = 22 minutes with --jobs 2 on two idle
-# cores (~28 with the 1.3x wall/CPU of the growth runs).
+# (4 x 128) 0.21 s. Again 2026-11-30 12:00 beside the growth study's two runs (load 2-3), 20 and 60 iterations:
+# full 0.173 s, both_med 0.147 s, med8 0.298 s, dense_52 0.119 s per iteration; start-up 4 s, an eval ~1.5 s. Per run
+# (600 iterations, 13 evals) 1.7-3.5 CPU minutes, ~2.1 on average: 45 runs ~95 CPU minutes = ~48 minutes with
+# --jobs 2 on two idle cores.
 name = 'stories260k_lowrank'
 base = 'config/stories260k.py'  # data, evals; the model is built from scratch here
-seeds = [1]
+seeds = [1, 2, 3]
 scratch = 'full'
 
 _NEO = {'init_from': 'scratch', 'n_layer': 4, 'n_head': 4, 'n_embd': 128, 'block_size': 128, 'norm': 'layernorm',
@@ -35,7 +36,7 @@ _NEO = {'init_from': 'scratch', 'n_layer': 4, 'n_head': 4, 'n_embd': 128, 'block
         'learning_rate': 1e-3, 'min_lr': 1e-4, 'warmup_iters': 50, 'max_iters': 600, 'lr_decay_iters': 600}
 _MED = {'lowrank_attn': 6, 'lowrank_mlp': 10}
 arms = {
-    'full': {**_NEO, 'seeds': [1, 2, 3]},
+    'full': dict(_NEO),
     'attn_lg': {**_NEO, 'lowrank_attn': 'match'},
     'mlp_lg': {**_NEO, 'lowrank_mlp': 'match'},
     'both_lg': {**_NEO, 'lowrank_attn': 'match', 'lowrank_mlp': 'match'},

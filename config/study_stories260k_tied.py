@@ -12,10 +12,11 @@
 # Every arm is measured against `fair`: at equal stored parameters, does depth from virtual layers buy anything?
 # The base without training is the reference line:
 #   python eval.py ppl llama2c:../shared/models/stories260K/stories260K.bin --data data/tinystories_llama2c --block_size 256
-# The layer-map sweep (no training; >= 100 maps each: all/sampled maps keeping the first and last layer, monotone
-# ones, and the growth recipes as maps), 8, 10 and 12 logical layers:
+# The layer-map sweep (no training; ~310 maps each: sampled maps keeping the first and last layer, monotone ones,
+# maps with no constraint (the control: does keeping the ends matter?) and the growth recipes as maps), 8, 10 and 12
+# logical layers:
 #   python eval.py sweep llama2c:../shared/models/stories260K/stories260K.bin --data data/tinystories_llama2c
-#     --generate keep_ends,monotone,methods --length 8 --max_maps 150 --block_size 256 --out results/stories260k_sweep8.csv
+#     --generate keep_ends,monotone,any,methods --length 8 --max_maps 100 --block_size 256 --out results/stories260k_sweep8.csv
 #   (the same with --length 10 --out results/stories260k_sweep10.csv and --length 12 --out results/stories260k_sweep12.csv)
 #
 # Once:  python data/tinystories/prepare.py --input ../shared/data/tinystories/train.txt ../shared/data/tinystories/valid.txt
@@ -29,12 +30,14 @@
 # all trained) 0.47 s, tied LoRA 8 logical layers 0.87 s, 12 logical 1.35 s; IA3 (8) and block-wise (10) estimated
 # 0.75 s and 1.1 s; an eval (2 x 20 batches) ~13 iterations' worth; start-up 5 s. Per run (CPU minutes, 300
 # iterations, 7 evals): fair 3.1, tied_lora8 5.8, tied_lora12 8.9, ia3_low/ia3 5.0, untied_lora8 5.8, blockwise 7.3:
-# 41 per seed, 82 for 2 seeds = 41 minutes with --jobs 2 on two idle cores (~53 with the 1.3x wall/CPU of the
-# growth runs). The sweeps (eval.py, one process, forward only over 16K tokens per map, ~1 s per map, ~350 maps
-# each): ~20 minutes for the three. With parts 2 and 3: ~2.5 hours in all.
+# 41 per seed. Again 2026-11-30 12:05 beside the growth study's two runs (load 2-3), 20 and 60 iterations: fair
+# 0.31 s, tied_lora8 0.80 s, tied_lora12 1.18 s per iteration, an eval ~8 s with LoRA (12 logical layers ~12 s):
+# ~34 CPU minutes per seed, 102 for 3 seeds = ~51 minutes with --jobs 2 on two idle cores. The sweeps (eval.py, one
+# process, forward only over 16K tokens per map, ~1 s per map, ~310 maps each): ~15 minutes for the three. With
+# parts 2 and 3 (~48 and ~51 minutes): ~2.6 hours in all.
 name = 'stories260k_tied'
 base = 'config/stories260k.py'  # stories260K, 16 x 256 tokens per iteration, evals of 20 fixed val batches
-seeds = [1, 2]
+seeds = [1, 2, 3]
 scratch = 'fair'
 
 _STEPS = {'max_iters': 300, 'lr_decay_iters': 300}
