@@ -241,7 +241,7 @@ def table(rows, keys):
 
 
 def target_name(k):
-    return 'final L*' if k == 'final' else f"scratch at {k}" if k.endswith('C') else k
+    return 'final L*' if k == 'final' else f"scratch's loss at {k[:-1]} C" if k.endswith('C') else k
 
 
 FORMATS = {'sp': (lambda v: f"{v:+.1%}", lambda v: f"{v:.1%}"), 'flops': (lambda v: f"{v:.3e}", lambda v: f"{v:.1e}"),
@@ -261,22 +261,25 @@ def notes_of(st):
 
 
 def print_table(rows, lines, final):
+    """One row per arm (many arms stay readable): the scratch arm's C and every other arm's sp at each target, and
+    the final val loss."""
     scratch_arm = rows[0]['scratch_arm']
     arms = arm_order(rows, scratch_arm)
     seeds = sorted({r['seed'] for r in rows}, key=lambda s: (s is None, s))
     print(f"FLOPs C to first reach each val loss, interpolated between evals; per seed sp = C_scratch / C_run - 1 against "
           f"the scratch run of that seed; mean ± sd over seeds (n = seeds averaged); scratch = {scratch_arm}; "
           f"seeds {', '.join(map(str, seeds))}\n")
-    print(f"| target | val loss | {scratch_arm} C | " + " | ".join(f"{a} sp" for a in arms[1:]) + " |")
-    print("|---|---:|---:|" + "---:|" * (len(arms) - 1))
-    for line in lines:
-        loss = line['loss']  # a given loss is the same for all seeds: no ± 0
-        loss_cell = '-' if not loss['n'] else f"{loss['mean']:.4f}" + ('' if not loss['sd'] else f" ± {loss['sd']:.4f}")
-        cells = [cell(line['scratch_flops'], 'flops', notes_of(line['scratch_flops']))]
-        cells += [cell(line['speedup'][a], 'sp', notes_of(line['speedup'][a])) for a in arms[1:]]
-        print(f"| {target_name(line['target'])} | {loss_cell} | " + " | ".join(cells) + " |")
-    print("| final val loss | | " + " | ".join(cell(final[a], 'loss') for a in arms) + " |")
-
+    def head(line):  # a given loss is the same for every seed: no ± 0
+        loss = line['loss']
+        value = '-' if not loss['n'] else f"{loss['mean']:.4f}" + ('' if not loss['sd'] else f" ± {loss['sd']:.4f}")
+        return f"{target_name(line['target'])} ({value})" if line['target'] == 'final' or line['target'].endswith('C') else value
+    print("| arm | " + " | ".join(f"at {head(line)}" for line in lines) + " | final val loss |")
+    print("|---|" + "---:|" * (len(lines) + 1))
+    print(f"| {scratch_arm} (C) | " + " | ".join(cell(line['scratch_flops'], 'flops', notes_of(line['scratch_flops']))
+                                               for line in lines) + f" | {cell(final[scratch_arm], 'loss')} |")
+    for arm in arms[1:]:
+        print(f"| {arm} (sp) | " + " | ".join(cell(line['speedup'][arm], 'sp', notes_of(line['speedup'][arm])) for line in lines)
+              + f" | {cell(final[arm], 'loss')} |")
 
 def print_models(rows):
     """Per arm, when the runs logged their sizes (train.py's model record): logical layers, stored, logical and
@@ -473,6 +476,19 @@ def pick_scratch(arms, wanted):
     return wanted
 
 
+def only_arms(rows, runs, wanted):
+    """The rows (and runs) of the wanted arms, with the scratch arm they are measured against."""
+    if not wanted:
+        return rows, runs
+    arms = [a.strip() for a in wanted.split(',') if a.strip()]
+    known = list(dict.fromkeys(r['arm'] for r in rows))
+    unknown = [a for a in arms if a not in known]
+    if unknown:
+        raise ValueError(f"--arms: no arm {unknown[0]!r} (the arms: {', '.join(known)})")
+    keep = set(arms) | {rows[0]['scratch_arm']}
+    return [r for r in rows if r['arm'] in keep], runs and [r for r in runs if r['arm'] in keep]
+
+
 def cmd_compare(args):
     if args.from_csv:
         if args.logs or args.csv:
@@ -484,6 +500,7 @@ def cmd_compare(args):
         runs = read_curves(curves) if os.path.isfile(curves) else None
         if runs is not None and {(r['arm'], r['seed']) for r in runs} != {(r['arm'], r['seed']) for r in rows}:
             raise ValueError(f"{curves} and {args.from_csv} list different runs")
+        rows, runs = only_arms(rows, runs, args.arms)
         report(rows, keys, runs, png=args.out or os.path.splitext(args.from_csv)[0] + '.png', as_json=args.json)
         return
     if not args.logs:
@@ -504,6 +521,7 @@ def cmd_compare(args):
     fractions = sorted(set(fractions) | {1.0})  # the final L* is always reported
     scratch_arm = pick_scratch(list(dict.fromkeys(r['arm'] for r in runs)), args.scratch)
     rows, keys = summarize(runs, scratch_arm, fractions, losses), target_keys(fractions, losses)
+    rows, runs = only_arms(rows, runs, args.arms)
     report(rows, keys, runs, csv_path=args.csv, png=args.out or 'compare.png', as_json=args.json)
 
 
@@ -537,6 +555,7 @@ def add_arguments(p):
     p.add_argument('--out', help="the plot; default compare.png, with --from_csv X.csv: X.png (from X.curves.csv)")
     p.add_argument('--csv', help="write the per-run summary CSV (arm, seed, FLOPs and sp at each target, ...)")
     p.add_argument('--from_csv', help="the table from a summary CSV alone, no logs")
+    p.add_argument('--arms', help="only these arms (comma-separated; the scratch arm stays), e.g. for a table per group")
     p.add_argument('--json', action='store_true', help="print JSON instead of the table")
 
 

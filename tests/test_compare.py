@@ -60,7 +60,10 @@ def test_speedup_on_synthetic_logs(tmp_path, capsys):
     assert by['grown']['growth_iters'] == '5' and by['scratch']['growth_iters'] == ''
     assert png.stat().st_size > 0
     table = out(capsys, *args)
-    assert '| final L* | 2.0000 | 4.000e+01 (n=1) | +60.0% (n=1) | - (n=0; 1 never reaches) |' in table
+    assert "| arm | at 2.2000 | at scratch's loss at 0.5 C (2.5000) | at final L* (2.0000) | final val loss |" in table
+    assert '| scratch (C) | 3.000e+01 (n=1) | 2.000e+01 (n=1) | 4.000e+01 (n=1) | 2.0000 (n=1) |' in table
+    assert '| grown (sp) | +50.0% (n=1) | +50.0% (n=1) | +60.0% (n=1) | 1.9000 (n=1) |' in table
+    assert '| tied (sp) | -20.8% (n=1) | -36.7% (n=1) | - (n=0; 1 never reaches) | 2.1000 (n=1) |' in table
     import eval as ev  # the command users type keeps working: `python eval.py compare ...` is compare.py
     ev.main(['compare', *map(str, args)])
     assert capsys.readouterr().out == table
@@ -105,8 +108,12 @@ def test_seeds_pair_with_their_own_scratch_run(tmp_path, capsys):
                                                                  'scratch_never': 0, 'no_scratch': 1}
     assert res['final_val_loss']['stack']['mean'] == pytest.approx((2 + 2 + 2.6) / 3)
     table = out(capsys, runs, '--losses', '2.5,2.1', '--at', '1', '--out', tmp_path / 'p.png')
-    assert ('| 2.5 | 2.5000 | 1.778e+01 ± 2.5e+00 (n=3) | +144.4% (n=1) | +75.0% ± 35.4% (n=2; 1 never reaches) '
-            '| - (n=0; 1 without a scratch run) |') in table
+    assert '| arm | at 2.5000 | at 2.1000 | at final L* (2.1333 ± 0.2309) | final val loss |' in table
+    assert ('| stack (sp) | +75.0% ± 35.4% (n=2; 1 never reaches) | +45.6% ± 14.0% (n=2; 1 scratch never reaches) '
+            '| +41.7% ± 11.8% (n=2; 1 never reaches) | 2.2000 ± 0.3464 (n=3) |') in table
+    assert '| scratch (C) | 1.778e+01 ± 2.5e+00 (n=3) |' in table and '| tied (sp) | - (n=0; 1 without a scratch run) |' in table
+    only = out(capsys, runs, '--losses', '2.5,2.1', '--at', '1', '--out', tmp_path / 'p.png', '--arms', 'lesa')
+    assert '| lesa (sp) |' in only and '| scratch (C) |' in only and 'stack' not in only and 'tied' not in only
 
 
 def test_from_csv_gives_the_table_of_the_logs(tmp_path, capsys):
@@ -180,7 +187,7 @@ def test_without_matplotlib_tables_still_come_out(repo, tmp_path):
     write_log(tmp_path / 'a.jsonl', evals([(0, 3.0), (10, 2.0)]))
     env = {**os.environ, 'PYTHONPATH': f"{fake.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     r = run(repo, 'compare.py', tmp_path / 'a.jsonl', '--out', tmp_path / 'c.png', env=env)
-    assert '| final L* |' in r.stdout and 'pip install matplotlib' in r.stderr
+    assert '| a (C) |' in r.stdout and 'pip install matplotlib' in r.stderr
     assert not (tmp_path / 'c.png').exists()
 
 
@@ -201,6 +208,13 @@ def test_bad_inputs_give_one_line_errors(repo, tmp_path):
              ([*out], '--from_csv'),
              (['--from_csv', tmp_path / 'notsummary.csv'], "no column 'scratch_arm'"),
              (['--from_csv', tmp_path / 'missing.csv'], 'missing.csv')]
+    compare.main([str(tmp_path / 'a'), '--csv', str(tmp_path / 'good.csv'), '--out', str(tmp_path / 'good.png')])
+    (tmp_path / 'good.curves.csv').write_text('arm,seed,flops\nx,1,2\n')
+    (tmp_path / 'other.csv').write_text((tmp_path / 'good.csv').read_text())
+    (tmp_path / 'other.curves.csv').write_text(','.join(compare.CURVE_FIELDS) + '\nb,1,eval,0,0,0,0,3.0,\n')
+    cases += [([tmp_path / 'a', '--arms', 'zz', *out], "--arms: no arm 'zz'"),
+              (['--from_csv', tmp_path / 'good.csv'], 'not a compare curves CSV'),
+              (['--from_csv', tmp_path / 'other.csv'], 'list different runs')]
     for args, needle in cases:  # in-process: main() exits with the message, as the script does
         with pytest.raises(SystemExit) as e:
             compare.main(list(map(str, args)))

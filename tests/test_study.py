@@ -65,7 +65,7 @@ def test_runs_every_arm_and_seed_then_skips_them(tmp_path, monkeypatch, capsys):
     rows = summary(tmp_path)
     assert [(r['arm'], r['seed']) for r in rows] == [('scratch', '1'), ('scratch', '2'), ('fast', '1'), ('fast', '2')]
     assert all(float(r['sp@final']) > 0.5 for r in rows if r['arm'] == 'fast')  # twice as fast: sp = +100% at the end
-    assert '| final L* |' in out and (tmp_path / 'results' / 'demo.png').exists()
+    assert '| fast (sp) |' in out and (tmp_path / 'results' / 'demo.png').exists()
 
     (tmp_path / 'results' / 'demo.csv').unlink()
     code, out = call(tmp_path, monkeypatch, capsys, '--jobs', '1')  # all finished: nothing runs again
@@ -224,7 +224,7 @@ def test_a_later_session_skips_the_runs_the_committed_results_record(tmp_path, m
     write_study(tmp_path, arms={'scratch': {}, 'small': GROWN['small']})
     code, first = call(tmp_path, monkeypatch, capsys, '--jobs', '2')
     assert code == 0, first
-    table = lambda out: out[out.index('| target'):].split('\nwrote')[0]
+    table = lambda out: out[out.index('| arm'):].split('\nwrote')[0]
     recorded = json.loads((tmp_path / 'results' / 'demo.runs.json').read_text())
     assert sorted(recorded) == ['scratch/s1', 'scratch/s2', 'small/s1', 'small/s2']
     assert recorded['small/s1']['args'][-1] == '--speed=0.5'
