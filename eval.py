@@ -314,7 +314,31 @@ def plot_sweep(rows, n_src, base, title, path, plt):
     save_fig(fig, path, plt)
 
 
+SWEEP_FIELDS = ['label', 'map', 'length', 'loss', 'ppl', 'bpb', 'tokens']
+
+
+def read_sweep(path):
+    """A sweep CSV -> its rows (the base model's first, then the maps by ppl), as cmd_sweep writes them."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--from_csv {path}: no such file")
+    with open(path, newline='') as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != SWEEP_FIELDS:
+            raise ValueError(f"{path}: not a sweep CSV (columns {', '.join(SWEEP_FIELDS)})")
+        try:
+            rows = [{'label': r['label'], 'map': [int(x) for x in r['map'].split()], 'loss': float(r['loss']),
+                     'ppl': float(r['ppl']), 'bpb': float(r['bpb']) if r['bpb'] else None, 'tokens': int(r['tokens'])}
+                    for r in reader]
+        except ValueError as e:
+            raise ValueError(f"{path}: bad value ({e})") from None
+    if len(rows) < 2 or rows[0]['label'] != 'base':
+        raise ValueError(f"{path}: not a sweep CSV (the base model's row first, then the maps)")
+    return rows
+
+
 def cmd_sweep(args):
+    if args.from_csv:
+        return report_sweep(read_sweep(args.from_csv), args, args.from_csv)
     device, ctx = setup(args)
     model, meta = load_model(args.checkpoint, device)
     base = model.merged()  # plain: its logical layers become the source layers, adapters folded in, dense
@@ -334,31 +358,37 @@ def cmd_sweep(args):
     rows.sort(key=lambda r: r['ppl'])
     if rank != 0:
         return
-    summary = sweep_summary(rows, n_src, base_score['ppl'])
     rows_out = [{'label': 'base', 'map': list(range(n_src)), **base_score}] + rows
     def write_csv(tmp):
         with open(tmp, 'w', newline='') as f:
             w = csv.writer(f)
-            w.writerow(['label', 'map', 'length', 'loss', 'ppl', 'bpb', 'tokens'])
+            w.writerow(SWEEP_FIELDS)
             for r in rows_out:
                 w.writerow([r['label'], ' '.join(map(str, r['map'])), len(r['map']), f"{r['loss']:.6f}", f"{r['ppl']:.6f}",
                             '' if r['bpb'] is None else f"{r['bpb']:.6f}", r['tokens']])
     atomic_write(args.out, write_csv)
+    print(f"wrote {args.out}", file=sys.stderr)
+    report_sweep(rows_out, args, args.checkpoint)
+
+
+def report_sweep(rows_out, args, source):
+    """The sweep's summary (or JSON) and heatmap, beside --out (or the --from_csv file)."""
+    base_score, rows = rows_out[0], rows_out[1:]
+    n_src = len(base_score['map'])
     if args.json:
         print(json.dumps(rows_out, indent=2))
     else:
         print(f"{len(rows)} maps over {n_src} source layers, {rows[0]['tokens']:,} tokens each; base ppl {base_score['ppl']:.3f}")
         for r in rows[:5] + ([None] if len(rows) > 10 else []) + rows[max(5, len(rows) - 5):]:
             print("  ..." if r is None else f"  {r['ppl']:9.3f}  [{','.join(map(str, r['map']))}]  {r['label']}")
-        for name, g in summary.items():
+        for name, g in sweep_summary(rows, n_src, base_score['ppl']).items():
             print(f"{name}: {g} of {len(rows)} maps" if name == 'better than base' else
                   f"{name}: {g['n']} maps" + (f", best ppl {g['best']:.3f}, median {g['median']:.3f}" if g['n'] else ''))
-    print(f"wrote {args.out}", file=sys.stderr)
     plt = pyplot()
     if plt:
         shown = rows[:args.plot_rows]
-        title = f"{args.checkpoint}: layer maps, no training" + (f" (best {len(shown)} of {len(rows)})" if len(shown) < len(rows) else "")
-        png = os.path.splitext(args.out)[0] + '.png'
+        title = f"{source}: layer maps, no training" + (f" (best {len(shown)} of {len(rows)})" if len(shown) < len(rows) else "")
+        png = os.path.splitext(args.from_csv or args.out)[0] + '.png'
         plot_sweep(shown, n_src, base_score['ppl'], title, png, plt)
         print(f"wrote {png}", file=sys.stderr)
 
@@ -458,7 +488,14 @@ def check_args(args):
     for k, lo in minimum.items():
         if getattr(args, k, lo) < lo:
             raise ValueError(f"--{k} must be >= {lo}, got {getattr(args, k)}")
-    if args.cmd == 'sweep':
+    if args.cmd in ('ppl', 'sweep') and not getattr(args, 'from_csv', None) and not args.data:
+        raise ValueError(f"{args.cmd} needs --data (a prepared data dir or a raw text file)")
+    if args.cmd == 'sweep' and args.from_csv:
+        if args.checkpoint:
+            raise ValueError("--from_csv remakes the report from the CSV alone: no checkpoint")
+    elif args.cmd == 'sweep':
+        if not args.checkpoint:
+            raise ValueError("sweep needs a checkpoint (or --from_csv FILE)")
         inputs = [args.checkpoint, args.data] + ([args.maps_file] if args.maps_file else [])
         for out in (args.out, os.path.splitext(args.out)[0] + '.png'):
             check_out_path(out, inputs)
@@ -473,7 +510,7 @@ def main(argv=None):
     run.add_argument('--batch_size', type=int, default=8)
     run.add_argument('--json', action='store_true', help="print JSON instead of the table")
     data = argparse.ArgumentParser(add_help=False)
-    data.add_argument('--data', '--data_dir', required=True, help="prepared data dir, or a raw text file")
+    data.add_argument('--data', '--data_dir', help="prepared data dir, or a raw text file (required)")
     data.add_argument('--split', default='val', help="which .bin of a data dir (val, train)")
     data.add_argument('--block_size', type=int, default=0, help="window length (default: the checkpoints' smallest block_size)")
 
@@ -482,7 +519,8 @@ def main(argv=None):
     s.add_argument('--tokens', type=int, default=65536, help="token budget (the same tokens for every checkpoint)")
 
     s = sub.add_parser('sweep', parents=[run, data], help="perplexity of a checkpoint under many layer maps, no training")
-    s.add_argument('checkpoint')
+    s.add_argument('checkpoint', nargs='?')
+    s.add_argument('--from_csv', help="the summary and heatmap again from a sweep CSV alone (no model, no data)")
     s.add_argument('--maps', help="explicit maps: '0,1,2,3,0,1,2,3;0,1,1,1,2,2,2,3'")
     s.add_argument('--maps_file', help="one map per line (# comments)")
     s.add_argument('--generate', help="comma list of keep_ends (first/last fixed, middle free), monotone "

@@ -187,6 +187,10 @@ CASES = [
     ('eval-sweep-out-is-maps-file', [*SWEEP, '--maps_file', '{root}/maps.txt', '--out', '{root}/maps.txt'], 'is also an input'),
     ('eval-sweep-out-is-dir', [*SWEEP, '--out', '{root}/data'], 'exists and is a directory'),
     ('eval-sweep-out-below-file', [*SWEEP, '--out', '{root}/ckpt.pt/sweep.csv'], 'which is a file'),
+    ('eval-ppl-no-data', ['eval.py', 'ppl', '{root}/ckpt.pt', '--device', 'cpu'], 'ppl needs --data'),
+    ('eval-sweep-no-checkpoint', ['eval.py', 'sweep', '--device', 'cpu', '--data', '{root}/data'], 'sweep needs a checkpoint'),
+    ('eval-sweep-from-csv-not-sweep', ['eval.py', 'sweep', '--from_csv', '{root}/maps.txt'], 'not a sweep CSV'),
+    ('eval-sweep-from-csv-and-checkpoint', [*SWEEP, '--from_csv', '{root}/maps.txt'], 'no checkpoint'),
     ('eval-mc-payload', ['eval.py', 'mc', '{root}/payload.pt', '--device', 'cpu', '--file', '{root}/mc.jsonl'], 'refused for safety'),
     # convert.py
     ('convert-hf-config-list', ['convert.py', 'import', 'hf:{root}/hf_list', '--out', '{root}/o.pt'], 'must hold a JSON object'),

@@ -110,6 +110,9 @@ def test_sweep_identity_reproduces_ppl(repo, data, tmp_path):
             '--max_maps', 30, '--out', out)
     assert 'keep both ends: ' in r.stdout and 'other maps: ' in r.stdout
     assert 'better than base: ' in r.stdout
+    (tmp_path / 'sweep' / 'maps.png').unlink()
+    again = run(repo, 'sweep', '--from_csv', out)  # summary and heatmap from the CSV alone: no model, no data
+    assert again.stdout == r.stdout and (tmp_path / 'sweep' / 'maps.png').stat().st_size > 0
 
 
 def test_generated_maps():
