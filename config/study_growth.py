@@ -82,9 +82,11 @@ arms = {
     'stack_x4': _grow(n_layer=2, grow_method='stack', grow_options={'factor': 4}),  # 2 -> 8 layers
     'stack_2_4_8': {**_grow(n_layer=2), 'grow_at_iter': 0,  # 2 -> 4 after 10% of the budget, 4 -> 8 after 20%
                     'grow_steps': [{'iter': _N // 10, 'method': 'stack'}, {'iter': _AT, 'method': 'stack'}]},
-    # pushed further (added once the arms above had run: the later the growth, the larger sp so far)
+    # pushed further (added once the arms above had run: the later the growth, the larger sp so far; width_random
+    # was the best operator at 20%)
     'stack_at60': _grow(at=_N * 6 // 10, **_STACK),
     'stack_at80': _grow(at=_N * 8 // 10, **_STACK),
+    'width_random_at60': _grow(at=_N * 6 // 10, **_WIDTH, grow_options={'n_embd': 128, 'mlp_hidden': 512, 'init': 'random'}),
     # 3. the growth step itself (on stack)
     'stack_carry': _grow(**_STACK, grow_optimizer='carry'),
     'stack_continue': _grow(**_STACK, grow_lr='continue', lr_decay_iters=_AT + _N),
