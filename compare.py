@@ -485,8 +485,9 @@ def only_arms(rows, runs, wanted):
     unknown = [a for a in arms if a not in known]
     if unknown:
         raise ValueError(f"--arms: no arm {unknown[0]!r} (the arms: {', '.join(known)})")
-    keep = set(arms) | {rows[0]['scratch_arm']}
-    return [r for r in rows if r['arm'] in keep], runs and [r for r in runs if r['arm'] in keep]
+    order = {a: i for i, a in enumerate([rows[0]['scratch_arm']] + arms)}  # the table in the order asked for
+    pick = lambda items: sorted((r for r in items if r['arm'] in order), key=lambda r: order[r['arm']])
+    return pick(rows), runs and pick(runs)
 
 
 def cmd_compare(args):

@@ -114,6 +114,8 @@ def test_seeds_pair_with_their_own_scratch_run(tmp_path, capsys):
     assert '| scratch (C) | 1.778e+01 ± 2.5e+00 (n=3) |' in table and '| tied (sp) | - (n=0; 1 without a scratch run) |' in table
     only = out(capsys, runs, '--losses', '2.5,2.1', '--at', '1', '--out', tmp_path / 'p.png', '--arms', 'lesa')
     assert '| lesa (sp) |' in only and '| scratch (C) |' in only and 'stack' not in only and 'tied' not in only
+    both = out(capsys, runs, '--at', '1', '--out', tmp_path / 'p.png', '--arms', 'tied,lesa')  # in the order asked for
+    assert both.index('| scratch (C)') < both.index('| tied (sp)') < both.index('| lesa (sp)')
 
 
 def test_from_csv_gives_the_table_of_the_logs(tmp_path, capsys):
