@@ -309,14 +309,19 @@ FIELDS = ['arm', 'seed', 'scratch_arm', 'final_flops', 'final_val_loss', 'tokens
           'first_val_loss', *MODEL_FIELDS]
 
 
+def csv_cell(v):
+    """repr for floats (they round-trip exactly, so the CSVs give the very same table), '' for None."""
+    return '' if v is None else repr(v) if isinstance(v, float) else v
+
+
 def write_csv(path, rows, keys):
     fields = FIELDS + [f"{c}@{k}" for k in keys for c in ('loss', 'flops', 'sp')]
     def write(tmp):
         with open(tmp, 'w', newline='') as f:
             w = csv.writer(f)
             w.writerow(fields)
-            for r in rows:  # repr: floats round-trip exactly, so --from_csv gives the very same table
-                w.writerow(['' if r[c] is None else repr(r[c]) if isinstance(r[c], float) else r[c] for c in fields])
+            for r in rows:
+                w.writerow([csv_cell(r[c]) for c in fields])
     atomic_write(path, write)
 
 
@@ -366,7 +371,7 @@ def write_curves(path, runs):
                 records += [dict(e, type='eval', operator_flops=None, order=(e['stage'], e['flops'], 0)) for e in r['evals']]
                 for x in sorted(records, key=lambda x: x['order']):  # growth j after the evals before it
                     w.writerow([r['arm'], '' if r['seed'] is None else r['seed']] + [
-                        '' if x[c] is None else repr(x[c]) if isinstance(x[c], float) else x[c] for c in CURVE_FIELDS[2:]])
+                        csv_cell(x[c]) for c in CURVE_FIELDS[2:]])
     atomic_write(path, write)
 
 
