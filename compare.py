@@ -447,9 +447,11 @@ def plot_compare(runs, rows, lines, path, plt):
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     early = [r['evals'][1]['val_loss'] for r in runs if r['arm'] == scratch_arm and len(r['evals']) > 1]
-    if early:  # the first eval (an untrained model) would squash the rest
-        axes[0].set_ylim(top=max(early), bottom=min(e['val_loss'] for r in runs for e in r['evals']) - 0.02)
+    if early:  # the first eval (an untrained model) would squash the rest; every run's end stays in view
+        top = max(early + [r['evals'][-1]['val_loss'] for r in runs]) + 0.02
+        axes[0].set_ylim(top=top, bottom=min(e['val_loss'] for r in runs for e in r['evals']) - 0.02)
     if sized:
+        from matplotlib.ticker import EngFormatter
         ax = axes[3]
         for i, arm in enumerate(arms):
             mine = [r for r in rows if r['arm'] == arm and r['params_unique'] is not None]
@@ -458,6 +460,7 @@ def plot_compare(runs, rows, lines, path, plt):
                 ax.errorbar(mine[0]['params_unique'], loss['mean'], yerr=loss['sd'] or 0, fmt='o', capsize=3, color=style(i)['color'])
                 ax.annotate(arm, (mine[0]['params_unique'], loss['mean']), fontsize=7, xytext=(3, 3), textcoords='offset points')
         ax.set_xlabel('stored (unique) parameters')
+        ax.xaxis.set_major_formatter(EngFormatter())  # 300k, not 300000 running into its neighbours
         ax.grid(alpha=0.3)
     axes[0].set_ylabel('val loss')
     fig.legend(*axes[0].get_legend_handles_labels(), loc='lower center', ncol=min(len(arms), 5), fontsize=8,
