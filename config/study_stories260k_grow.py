@@ -7,7 +7,8 @@
 #     recipe; LLaMA Pro, 2024, arXiv 2401.02415);
 #   lesa: a layer predicted between each pair of neighbours 1..4 (5 -> 8; LESA, 2025, arXiv 2502.13794);
 #   stack: the model repeated up to 8 layers, 0..4, 0..2 (Stacking Your Transformers, 2024, arXiv 2405.15319);
-#   passthrough: a frankenmerge of overlapping ranges, 0..3 + 1..4 (mergekit passthrough, 8 layers).
+#   passthrough: a frankenmerge of overlapping ranges, 0..4 + 2..4 (mergekit passthrough, 8 layers): the best
+#     untrained 8-layer map that keeps both ends (results/stories260k_sweep8.csv); 0..3 + 1..4 would be dus itself.
 # The first eval of each run (iter 0) is the loss right after growth; the curves are val loss against tokens (every
 # run sees the same tokens). LESA's paper: LESA < LLaMA Pro < SOLAR in perplexity; does it start lowest here?
 #
@@ -47,5 +48,5 @@ arms = {
     'llama_pro_new': _grown('--method llama_pro --every 1', train_only='new'),
     'lesa': _grown('--method lesa --lesa_range 1:4'),
     'stack': _grown('--method stack --n_layer 8'),
-    'passthrough': _grown('--method map --map 0-3,1-4'),
+    'passthrough': _grown('--method map --map 0-4,2-4'),
 }
