@@ -117,7 +117,7 @@ def read_log(arg):
                     evals.append({k: float(rec[k]) for k in ('flops', 'tokens', 'elapsed', 'val_loss')} |
                                  {'iter': int(rec['iter']), 'stage': len(grows)})
                 elif kind == 'model':  # the sizes at the start and after each growth: the last one is the final model's
-                    model = {k: float(rec[k]) for k in MODEL_FIELDS}
+                    model = {k: float(rec[k]) for k in MODEL_FIELDS if k in rec or k not in LATER_FIELDS}
                 elif kind == 'grow':  # operator_flops (training a growth operator) is already inside flops
                     grows.append({k: float(rec[k]) for k in ('flops', 'tokens')} | {'iter': int(rec['iter']),
                                   'elapsed': float(rec.get('elapsed', 'nan')), 'operator_flops': float(rec.get('operator_flops', 0))})
@@ -245,7 +245,8 @@ def target_name(k):
 
 
 FORMATS = {'sp': (lambda v: f"{v:+.1%}", lambda v: f"{v:.1%}"), 'flops': (lambda v: f"{v:.3e}", lambda v: f"{v:.1e}"),
-           'loss': (lambda v: f"{v:.4f}", lambda v: f"{v:.4f}")}
+           'loss': (lambda v: f"{v:.4f}", lambda v: f"{v:.4f}"), 'dloss': (lambda v: f"{v:+.4f}", lambda v: f"{v:.4f}"),
+           'params': (lambda v: f"{v:,.0f}", lambda v: f"{v:,.0f}")}
 
 
 def cell(st, kind, notes=()):
@@ -304,7 +305,9 @@ def print_models(rows):
 # -----------------------------------------------------------------------------
 # the summary CSV
 
-MODEL_FIELDS = ['n_logical', 'params_unique', 'params_logical', 'params_trainable', 'sampling_bytes_fp32']  # train.py's model record
+MODEL_FIELDS = ['n_logical', 'params_unique', 'params_logical', 'params_trainable', 'sampling_bytes_fp32',
+                'params_logical_non_embedding']  # train.py's model record
+LATER_FIELDS = ['params_logical_non_embedding']  # absent from summaries written before it was added: read as empty
 FIELDS = ['arm', 'seed', 'scratch_arm', 'final_flops', 'final_val_loss', 'tokens', 'elapsed', 'growth_iters', 'operator_flops',
           'first_val_loss', *MODEL_FIELDS]
 
@@ -332,7 +335,7 @@ def read_csv(path):
     with open(path, newline='') as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
-        missing = [c for c in FIELDS if c not in fields]
+        missing = [c for c in FIELDS if c not in fields and c not in LATER_FIELDS]
         if missing:
             raise ValueError(f"{path}: not a compare summary CSV (no column {missing[0]!r})")
         keys = [c[len('flops@'):] for c in fields if c.startswith('flops@')]
@@ -342,6 +345,7 @@ def read_csv(path):
                 num = lambda c: float(rec[c]) if rec[c] else None
                 rows.append({'arm': rec['arm'], 'seed': int(rec['seed']) if rec['seed'] else None,
                              'scratch_arm': rec['scratch_arm'], 'growth_iters': rec['growth_iters'],
+                             **dict.fromkeys(LATER_FIELDS),
                              **{c: num(c) for c in fields if c not in ('arm', 'seed', 'scratch_arm', 'growth_iters')}})
             except (ValueError, TypeError) as e:
                 raise ValueError(f"{path}:{lineno}: bad value ({e})") from None

@@ -72,11 +72,13 @@ weight_decay = 1e-1
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0  # clip gradients at this norm, or 0.0 to disable
-# learning rate: linear warmup, cosine decay to min_lr at lr_decay_iters, then min_lr
+# learning rate: linear warmup, then down to min_lr at lr_decay_iters, then min_lr
 decay_lr = True
 warmup_iters = 2000
 lr_decay_iters = 600000  # ~= max_iters per Chinchilla
 min_lr = 6e-5  # ~= learning_rate/10 per Chinchilla
+lr_schedule = 'cosine'  # 'cosine' decay all the way | 'wsd': warm-up, stable at learning_rate, one decay at the end
+decay_frac = 0.2  # wsd: the decay spans the last decay_frac of lr_decay_iters (1 - sqrt shape; Hagele et al. 2024)
 # growth during the run (grow.py). One step: grow_at_iter, grow_method, grow_options; several: grow_steps,
 # e.g. [{'iter': 200, 'method': 'stack'}, {'iter': 600, 'method': 'stack', 'options': {'n_layer': 8}}]
 grow_at_iter = 0  # 0 = never
@@ -97,7 +99,14 @@ seed = 1337
 # -----------------------------------------------------------------------------
 defaults = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, list, dict, type(None)))}
 model_keys = [f.name for f in fields(GPTConfig)]
+SCHEDULE_KEYS = ('lr_schedule', 'learning_rate', 'min_lr', 'warmup_iters', 'lr_decay_iters', 'decay_frac', 'decay_lr',
+                 'grow_lr')  # the learning-rate schedule, logged at the start of every run
 defaults.update({k: getattr(GPTConfig(), k) for k in model_keys if k not in defaults})
+
+
+def stable_end(config):
+    """wsd: the iteration (counted like lr_decay_iters) at which the stable phase ends and the decay starts."""
+    return round(config['lr_decay_iters'] * (1 - config['decay_frac']))
 
 
 def check_run(config, explicit, ckpt):
@@ -118,6 +127,13 @@ def check_run(config, explicit, ckpt):
         check_out_path(config['out_dir'], directory=True)
     if config['decay_lr'] and config['lr_decay_iters'] <= config['warmup_iters']:
         raise ValueError(f"lr_decay_iters={config['lr_decay_iters']} must exceed warmup_iters={config['warmup_iters']}")
+    if config['lr_schedule'] not in ('cosine', 'wsd'):
+        raise ValueError(f"lr_schedule must be 'cosine' or 'wsd', got {config['lr_schedule']!r}")
+    if not 0 < config['decay_frac'] <= 1:
+        raise ValueError(f"decay_frac must be in (0, 1], got {config['decay_frac']}")
+    if config['decay_lr'] and config['lr_schedule'] == 'wsd' and stable_end(config) < config['warmup_iters']:
+        raise ValueError(f"lr_schedule='wsd': the decay (the last decay_frac={config['decay_frac']} of lr_decay_iters="
+                         f"{config['lr_decay_iters']}) would start inside the warm-up ({config['warmup_iters']} iterations)")
     if config['grow_at_iter'] and config['grow_steps']:
         raise ValueError("give grow_at_iter (one growth step) or grow_steps (several), not both")
     schedule = config['grow_steps'] or ([dict(iter=config['grow_at_iter'], method=config['grow_method'],
@@ -354,7 +370,8 @@ def log_model():
         sampling_bytes_fp32=memory['weights'] + memory['kv_cache'])
 
 
-if init_from != 'resume':  # a resumed run has its record already
+if init_from != 'resume':  # a resumed run has its records already
+    log(type='schedule', iter=iter_num, **{k: config[k] for k in SCHEDULE_KEYS})
     log_model()
 
 
@@ -367,6 +384,11 @@ def get_lr(it):
         return learning_rate * (it + 1) / (warmup_iters + 1)
     if it > lr_decay_iters:  # 2) if it > lr_decay_iters, return min learning rate
         return min_lr
+    if lr_schedule == 'wsd':  # 3) wsd: stable at the peak, then a 1 - sqrt decay to min_lr over the last decay_frac
+        decay_start = stable_end(config)
+        if it <= decay_start:
+            return learning_rate
+        return min_lr + (1 - math.sqrt((it - decay_start) / (lr_decay_iters - decay_start))) * (learning_rate - min_lr)
     decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)  # 3) in between, cosine decay down to min learning rate
     coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # coeff ranges 0..1
     return min_lr + coeff * (learning_rate - min_lr)

@@ -227,6 +227,35 @@ def test_several_growth_steps_resume_exactly_across_each(repo, data, tmp_path):
         assert [r for r in losses(out) if r[:2] != ('eval', stop) or stop % 3 == 0] == losses(tmp_path / 'a')
 
 
+def test_wsd_schedule_across_growth_and_resume(repo, data, tmp_path):
+    """lr_schedule='wsd': warm-up, the peak held, one 1 - sqrt decay over the last decay_frac; with grow_lr='continue'
+    a growth step inside the stable phase keeps the peak; with 'restart' the whole schedule starts again; resume is
+    exact and the schedule is in the log and the saved config."""
+    wsd = ['--lr_schedule=wsd', '--decay_frac=0.25', '--max_iters=12', '--lr_decay_iters=12', '--warmup_iters=2',
+           '--eval_interval=3', '--min_lr=3e-4']
+    train(repo, data, tmp_path / 'a', *wsd, '--grow_at_iter=6', '--grow_lr=continue')
+    lrs = [r['lr'] for r in records(tmp_path / 'a', 'train')]
+    peak, low = 3e-3, 3e-4
+    assert lrs[:2] == pytest.approx([peak / 3, peak * 2 / 3])  # warm-up
+    assert lrs[2:10] == pytest.approx([peak] * 8)  # stable, through the growth step at 6, until 12 * (1 - 0.25) = 9
+    assert lrs[10:] == pytest.approx([low + (1 - math.sqrt(k / 3)) * (peak - low) for k in (1, 2)])
+    schedule = records(tmp_path / 'a', 'schedule')
+    assert [(r['lr_schedule'], r['decay_frac'], r['grow_lr']) for r in schedule] == [('wsd', 0.25, 'continue')]
+    train(repo, data, tmp_path / 'b', *wsd, '--grow_at_iter=6', '--grow_lr=continue', '--max_iters=7')
+    train(repo, data, tmp_path / 'b', '--init_from=resume', *wsd, '--grow_at_iter=6', '--grow_lr=continue')
+    assert [r for r in losses(tmp_path / 'b') if r[:2] != ('eval', 7)] == losses(tmp_path / 'a')
+    assert records(tmp_path / 'b', 'schedule') == schedule
+    assert json.load(open(tmp_path / 'b' / 'config.json'))['lr_schedule'] == 'wsd'
+    train(repo, data, tmp_path / 'c', *wsd, '--grow_at_iter=6', '--grow_lr=restart', '--lr_decay_iters=4')
+    after = [r['lr'] for r in records(tmp_path / 'c', 'train')][6:]
+    # warm-up again at the growth step, the peak held to round(4 * 0.75) = 3, decayed to min_lr at 4
+    assert after == pytest.approx([peak / 3, peak * 2 / 3, peak, peak, low, low])
+    for bad, msg in (('--lr_schedule=linear', "lr_schedule must be 'cosine' or 'wsd'"), ('--decay_frac=0', 'decay_frac'),
+                     ('--decay_frac=0.95', 'would start inside the warm-up')):
+        p = train(repo, data, tmp_path / 'd', *wsd, bad, check=False)
+        assert p.returncode != 0 and p.stderr.strip().splitlines() == [p.stderr.strip()] and msg in p.stderr, p.stderr
+
+
 def test_growth_schedule_is_checked_before_training(repo, data, tmp_path):
     for bad, msg in (("--grow_method=stakc", "unknown growth method 'stakc'"),
                      ("--grow_options={'factr': 2}", "option factr does not apply to method stack"),

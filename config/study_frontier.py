@@ -1,0 +1,50 @@
+# Does growth beat the right-sized model? (issue #24) The compute-optimal frontier from scratch, and growth judged
+# against it, on character-level Shakespeare plays (config/frontier.py: width 32, 2 heads, 16 x 64 tokens per
+# iteration, lr 8e-3 cosine to 8e-4, float32).
+#
+# Once:  python data/shakespeare_char/prepare.py
+# Run:   python study.py config/study_frontier.py --jobs 2      (resumable; a later sitting skips the recorded runs)
+# Table: python frontier.py results/frontier.csv --train_tokens 4034223
+#        python frontier.py results/frontier.csv --budget 2e12  (what to train with that compute)
+#
+# 1. The frontier (isoFLOP profiles, Hoffmann et al. 2022, approach 2): three budgets C, 4x apart (16x in all),
+#    five sizes each trained from scratch for exactly C FLOPs (iterations = C / (FLOPs per token x 1,024 tokens)),
+#    the lr schedule spanning each run, seeds 1-3. An arm is c<C>_L<layers>[w<width>] (width 32 unless named).
+#    The sizes were chosen from a one-seed pilot at 1e12 (config/frontier.py's header): 1 and 2 layers of width 32
+#    were best there, so the smallest budget needs sizes below one layer of width 32 (narrower single layers) to put
+#    the optimum inside the grid, and the largest reaches 8 layers.
+# 2. Growth (added once the frontier was measured, before any growth run; rule fixed here, before the frontier):
+#    each recipe ends at T(C), the smallest measured depth at or beyond the fitted N_opt(C) at width 32, and starts
+#    from T/2 (factor 2) or T/4 (factor 4) layers; growth times are fractions of the budget's FLOPs.
+name = 'frontier'
+base = 'config/frontier.py'
+seeds = [1, 2, 3]
+scratch = 'c2.5e11_L1'  # compare.py's sp column needs one reference arm; frontier.py ignores it
+
+from model import GPT, GPTConfig  # FLOPs per token of each size, as train.py counts them
+
+_TOKENS = 16 * 64  # per iteration (config/frontier.py)
+
+
+def _fpt(n_layer, n_embd=32):
+    cfg = GPTConfig(n_layer=n_layer, n_embd=n_embd, n_head=2, block_size=64, vocab_size=65, bias=False)
+    return GPT(cfg).flops_per_token()
+
+
+def _iters(budget, n_layer, n_embd=32):
+    return round(budget / (_fpt(n_layer, n_embd) * _TOKENS))
+
+
+def _scratch(budget, n_layer, n_embd=32):
+    n = _iters(budget, n_layer, n_embd)
+    return {'n_layer': n_layer, 'n_embd': n_embd, 'max_iters': n, 'lr_decay_iters': n, 'eval_interval': -(-n // 10)}
+
+
+_SIZES = {2.5e11: [(1, 16), (1, 24), (1, 32), (2, 32), (4, 32)],
+          1e12: [(1, 24), (1, 32), (2, 32), (4, 32), (8, 32)],
+          4e12: [(1, 32), (2, 32), (4, 32), (6, 32), (8, 32)]}
+def _c(budget):
+    return f"{budget:g}".replace('e+', 'e')  # 2.5e11: arm names are directory names
+
+
+arms = {f"c{_c(c)}_L{n}" + ('' if w == 32 else f"w{w}"): _scratch(c, n, w) for c, sizes in _SIZES.items() for n, w in sizes}
