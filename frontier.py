@@ -32,7 +32,7 @@ import numpy as np
 from compare import cell, curves_path, first_crossing, pyplot, read_csv, read_curves, save_fig, stats
 
 ARM = re.compile(r'c(\d+(?:\.\d+)?e\d+)_(.+)')  # c<budget>_<rest>
-SCRATCH = re.compile(r'L(\d+)')  # a scratch size of the frontier: its logical layers
+SCRATCH = re.compile(r'L\d+(w\d+)?')  # a scratch size of the frontier: L<layers>[w<width>]
 
 
 def split_arm(arm):

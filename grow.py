@@ -278,6 +278,22 @@ def place(src, plan, noise=0.0, tied=False, lora_rank=0, lora_alpha=16.0, ia3=Fa
     return Grown(blocks=blocks, layers=layers, args=args, new_blocks=new_blocks, adapters=adapters)
 
 
+def midas_order(depths, block=1):
+    """One stage of MIDAS, gradual middle stacking ("On the Inductive Bias of Stacking Towards Improving Reasoning",
+    Saunshi et al., NeurIPS 2024, arXiv 2409.19044): the middle `block` consecutive layers duplicated in place,
+    L -> L + block layers (0,1,1,2 from 3 layers; 0,1,2,1,2,3 from 4 with block=2). Several stages are several growth
+    steps (train.py's grow_steps)."""
+    depths = _depths(depths)
+    if len(depths) > 1:
+        raise ValueError("midas: one source (it grows a model by its own middle block)")
+    L = depths[0]
+    if not isinstance(block, int) or not 1 <= block <= L:
+        raise ValueError(f"midas: block must be an integer in 1..{L} (the source's layers), got {block!r}")
+    start = (L - block + 1) // 2  # the block centred in the model (the later one of two equally central)
+    middle = list(range(start, start + block))
+    return [(0, i) for i in range(start + block)] + [(0, i) for i in middle] + [(0, i) for i in range(start + block, L)]
+
+
 def copies(src, order):
     """A plan of unmodified copies of the source layers an order names."""
     return [Slot((s, i), src[s].layers[i], f"{src[s].letter}:{i}", True) for s, i in order]
@@ -291,6 +307,10 @@ def stack(src, factor=None, n_layer=None, **duplicates):
 def interleave(src, factor=None, every=1, n_layer=None, **duplicates):
     check_same_architecture(src)
     return place(src, copies(src, interleave_order([len(s.layers) for s in src], factor, every, n_layer)), **duplicates)
+
+
+def midas(src, block=1, **duplicates):
+    return place(src, copies(src, midas_order([len(s.layers) for s in src], block)), **duplicates)
 
 
 def dus(src, m=None, n_layer=None, **duplicates):
@@ -725,6 +745,7 @@ METHODS = {
     'interleave': Method(interleave, ('factor', 'every', 'n_layer') + DUPLICATES, None,
                          "each layer repeated in place (0,0,1,1,...), or sources alternated (a0,b0,a1,b1,...)"),
     'dus': Method(dus, ('m', 'n_layer') + DUPLICATES, 2, "SOLAR depth up-scaling"),
+    'midas': Method(midas, ('block',) + DUPLICATES, 1, "MIDAS: the middle block of layers duplicated in place (one stage)"),
     'map': Method(map_layers, ('map', 'yaml') + DUPLICATES, None,
                   "an explicit layer list, or mergekit passthrough slices (YAML)", takes_head=True),
     'llama_pro': Method(llama_pro, ('every', 'n_layer'), 1,
@@ -856,6 +877,7 @@ def main(argv=None):
     g.add_argument('--n_layer', type=int, help="target depth (stack/interleave/dus/llama_pro/random) or shared blocks (tie)")
     g.add_argument('--every', type=int, help="llama_pro/random/interleave: after every k-th layer (default 1)")
     g.add_argument('--m', type=int, help="dus: layers dropped from each copy (default n_layer // 4)")
+    g.add_argument('--block', type=int, help="midas: how many middle layers are duplicated (default 1)")
     g.add_argument('--map', help="map: 'a:0,b:0,a:1' or 'a:0-15,b:8-23' (inclusive ranges)")
     g.add_argument('--yaml', help="map: mergekit passthrough slices file (models: letters, names or paths)")
     g.add_argument('--noise', type=float, help="relative Gaussian noise on duplicated weights (symmetry breaking)")

@@ -48,3 +48,50 @@ def _c(budget):
 
 
 arms = {f"c{_c(c)}_L{n}" + ('' if w == 32 else f"w{w}"): _scratch(c, n, w) for c, sizes in _SIZES.items() for n, w in sizes}
+
+
+# 2. Growth recipes at a budget whose target depth is T (width 32): factor 2 starts from S2 = max(1, T // 2) layers,
+#    factor 4 from S4 = max(1, T // 4); growth times are fractions of the budget's FLOPs spent on the small model(s).
+#    (a) as the 8-layer study: stack / llama_pro, fresh AdamW, the cosine schedule restarting at the growth step
+#    (b) wsd: one warm-up-stable-decay schedule over the run (decay over the last 20% of iterations), the growth step
+#        late in the stable phase, the peak lr and the AdamW moments of the copied tensors kept across it
+#    (c) midas: S4 -> 2 S4 -> 3 S4 -> 4 S4 by duplicating the middle S4 layers, stage k lasting k units of iterations
+#        (PROP-1), one cosine schedule over the run, moments kept
+#    and wsd_L<T>: scratch at T under the wsd schedule, the control for (b).
+def _split(budget, depths, weights):
+    """Iterations per stage so that stage k gets weights[k] of the budget's FLOPs."""
+    return [round(budget * w / (_fpt(d) * _TOKENS)) for d, w in zip(depths, weights)]
+
+
+def _grown(budget, start, factor, method, at, wsd=False):
+    small, big = _split(budget, [start, start * factor], [at, 1 - at])
+    options = {'factor': factor} if method == 'stack' else {'n_layer': start * factor}
+    keys = {'n_layer': start, 'grow_at_iter': small, 'max_iters': small + big, 'grow_method': method,
+            'grow_options': options, 'eval_interval': -(-(small + big) // 10)}
+    if wsd:
+        return {**keys, 'lr_schedule': 'wsd', 'lr_decay_iters': small + big, 'grow_lr': 'continue', 'grow_optimizer': 'carry'}
+    return {**keys, 'lr_decay_iters': big}  # restart: the big model gets a whole schedule of its own
+
+
+def _midas(budget, start):
+    depths = [start * k for k in (1, 2, 3, 4)]
+    unit = budget / (_TOKENS * sum(k * _fpt(d) for k, d in zip((1, 2, 3, 4), depths)))
+    iters = [round(k * unit) for k in (1, 2, 3, 4)]
+    at = [sum(iters[:k]) for k in (1, 2, 3)]
+    return {'n_layer': start, 'max_iters': sum(iters), 'lr_decay_iters': sum(iters), 'eval_interval': -(-sum(iters) // 10),
+            'grow_steps': [{'iter': i, 'method': 'midas', 'options': {'block': start}} for i in at],
+            'grow_lr': 'continue', 'grow_optimizer': 'carry'}
+
+
+def _recipes(budget, target):
+    s2, s4 = max(1, target // 2), max(1, target // 4)
+    wsd_scratch = _scratch(budget, target)
+    return {'stack_f2_at25': _grown(budget, s2, 2, 'stack', 0.25), 'stack_f2_at50': _grown(budget, s2, 2, 'stack', 0.5),
+            'llama_pro_f2_at25': _grown(budget, s2, 2, 'llama_pro', 0.25), 'stack_f4_at25': _grown(budget, s4, 4, 'stack', 0.25),
+            'wsd_stack_f2_at50': _grown(budget, s2, 2, 'stack', 0.5, wsd=True),
+            'wsd_stack_f4_at40': _grown(budget, s4, 4, 'stack', 0.4, wsd=True), 'midas_f4': _midas(budget, s4),
+            f'wsd_L{target}': {**wsd_scratch, 'lr_schedule': 'wsd'}}
+
+
+_TARGET = {}  # budget -> T, from the measured frontier
+arms.update({f"c{_c(c)}_{name}": keys for c, t in _TARGET.items() for name, keys in _recipes(c, t).items()})

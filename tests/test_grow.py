@@ -87,6 +87,21 @@ def test_interleave_dus_orders():
     assert order(grow([a8, b8], 'dus', m=3)) == [0, 1, 2, 3, 4, 103, 104, 105, 106, 107]
 
 
+def test_midas_duplicates_the_middle_block_stage_by_stage():
+    a3, a4 = tagged(make(0, n_layer=3), 0), tagged(make(0), 0)
+    g = grow([a3], 'midas')
+    assert order(g) == [0, 1, 1, 2] and g['model_args']['n_layer'] == 4 and len(g['provenance']['new_blocks']) == 1
+    assert order(grow([a4], 'midas')) == [0, 1, 2, 2, 3]  # of two equally central layers, the later
+    assert order(grow([a4], 'midas', block=2)) == [0, 1, 2, 1, 2, 3]
+    assert order(grow([g], 'midas', block=2)) == [0, 1, 1, 1, 1, 2]  # a second stage grows the grown model
+    assert order(grow([tagged(make(0, n_layer=1), 0)], 'midas')) == [0, 0]
+    for bad in (0, 5):
+        with pytest.raises(ValueError, match='block must be an integer in 1..4'):
+            grow([a4], 'midas', block=bad)
+    with pytest.raises(ValueError, match='one source'):
+        grow([a4, a4], 'midas')
+
+
 def test_multisource_interleave_pulls_each_sources_tensors():
     a, b = make(0), make(1)
     g = grow([a, b], 'interleave')
