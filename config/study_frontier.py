@@ -93,5 +93,5 @@ def _recipes(budget, target):
             f'wsd_L{target}': {**wsd_scratch, 'lr_schedule': 'wsd'}}
 
 
-_TARGET = {}  # budget -> T, from the measured frontier
+_TARGET = {2.5e11: 1}  # budget -> T, from the measured frontier (N_opt(2.5e11) = 11-13k params: one layer of width 32)
 arms.update({f"c{_c(c)}_{name}": keys for c, t in _TARGET.items() for name, keys in _recipes(c, t).items()})
