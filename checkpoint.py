@@ -222,9 +222,7 @@ def load_any(spec):
         return import_model(spec)
     if os.path.isfile(os.path.join(spec, '.metadata')):  # a sharded checkpoint: gathered into one process
         from parallel import consolidate
-        ckpt = consolidate(spec)
-        ckpt.pop('optimizer', None)
-        return ckpt
+        return consolidate(spec)
     if os.path.isdir(spec):
         for name in ('best.pt', 'last.pt', 'best.dcp', 'last.dcp'):
             if os.path.exists(os.path.join(spec, name)):
