@@ -223,11 +223,16 @@ def consolidate(path):
     the directory (resuming reads it there). Holds every weight in memory; run it on one process."""
     extra = read_extra(path)
     saved = read_metadata(path).state_dict_metadata
-    try:  # the state to fill, as the metadata describes it
-        model = {k[len('model.'):]: torch.empty(md.size, dtype=md.properties.dtype) for k, md in saved.items()
-                 if k.startswith('model.') and isinstance(md, TensorStorageMetadata)}
-    except (TypeError, RuntimeError) as e:
-        raise ValueError(f"cannot read sharded checkpoint {path}: {first_line(e)}") from None
+    model = {}  # the state to fill, as the metadata describes it
+    for k, md in saved.items():
+        if not k.startswith('model.'):
+            continue
+        if not isinstance(md, TensorStorageMetadata):
+            raise ValueError(f"cannot read sharded checkpoint {path}: its model entry {k} is not a tensor")
+        try:
+            model[k[len('model.'):]] = torch.empty(md.size, dtype=md.properties.dtype)
+        except (TypeError, RuntimeError, AttributeError) as e:
+            raise ValueError(f"cannot read sharded checkpoint {path}: model entry {k}: {first_line(e)}") from None
     state = {'model': model}
     read_shards(state, path, no_dist=True)
     return check_checkpoint({**extra, **state}, path)
