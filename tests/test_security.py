@@ -158,3 +158,12 @@ def test_a_shard_file_outside_the_checkpoint_is_refused(root, tmp_path):
         pickle.dump(metadata, f)
     with pytest.raises(ValueError, match="names a shard file '../../secret' outside its directory"):
         parallel.consolidate(bad)
+
+
+def test_a_hugging_face_tokenizer_config_that_is_no_tokenizer_is_one_error(tmp_path):
+    """Found in the audit of the other inputs: a non-object nanogrow_tokenizer in tokenizer_config.json was a traceback."""
+    from convert import import_tokenizer
+    for bad in ([1], 'gpt2', {'tokenizer': 'char', 'vocab_size': 0}):
+        (tmp_path / 'tokenizer_config.json').write_text(json.dumps({'nanogrow_tokenizer': bad}))
+        with pytest.raises(ValueError, match='tokenizer_config.json: nanogrow_tokenizer'):
+            import_tokenizer(str(tmp_path), {})
