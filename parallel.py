@@ -38,7 +38,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_model_state_dict, set_optimizer_state_dict)
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-from checkpoint import check_checkpoint, check_out_path, safe_torch_load, save_checkpoint
+from checkpoint import check_checkpoint, check_out_path, refusal, safe_torch_load, save_checkpoint
 
 EXTRA = 'extra.pt'  # the checkpoint's non-tensor keys (config, iter_num, ...), written by rank 0
 METADATA = '.metadata'  # DCP's index of the shards: every tensor's shape and dtype, and where its slices are stored
@@ -125,10 +125,13 @@ class MetadataUnpickler(pickle.Unpickler):
                    'Metadata', 'StorageMeta', 'MetadataIndex', 'TensorStorageMetadata', 'BytesStorageMetadata',
                    'ChunkStorageMetadata', 'TensorProperties', '_MEM_FORMAT_ENCODING'))}
 
+    class Refused(pickle.UnpicklingError):
+        pass
+
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED or module == 'torch' and isinstance(getattr(torch, name, None), torch.dtype):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name}")
+        raise self.Refused(f"{module}.{name}")
 
 
 class SafeReader(dcp.FileSystemReader):
@@ -140,13 +143,14 @@ class SafeReader(dcp.FileSystemReader):
         try:
             with open(path, 'rb') as f:
                 metadata = MetadataUnpickler(f).load()
-        except pickle.UnpicklingError as e:
+        except MetadataUnpickler.Refused as e:
             raise ValueError(f"cannot read sharded checkpoint {path}: refused for safety: it names {e}, which DCP "
                              f"metadata is not made of, and loading it could run code") from None
         except Exception as e:
             raise ValueError(f"cannot read sharded checkpoint {path}: not DCP metadata (unreadable: {first_line(e)})") from None
-        storage = getattr(metadata, 'storage_data', None)
-        if not isinstance(metadata, Metadata) or not isinstance(metadata.state_dict_metadata, dict) or not isinstance(storage, dict):
+        entries, storage = getattr(metadata, 'state_dict_metadata', None), getattr(metadata, 'storage_data', None)
+        if not (isinstance(metadata, Metadata) and isinstance(entries, dict) and all(isinstance(k, str) for k in entries)
+                and isinstance(storage, dict)):
             raise ValueError(f"cannot read sharded checkpoint {path}: not DCP metadata")
         for info in storage.values():
             name = getattr(info, 'relative_path', None)
@@ -162,9 +166,8 @@ class SafeLoadPlanner(dcp.DefaultLoadPlanner):
     def load_bytes(self, read_item, value):
         try:
             obj = torch.load(value, weights_only=True)
-        except Exception as e:
-            raise ValueError(f"value {read_item.dest_index.fqn} refused for safety: it holds Python objects beyond "
-                             f"tensors and builtins, and loading them could run code ({first_line(e)})") from None
+        except pickle.UnpicklingError as e:
+            raise ValueError(f"value {read_item.dest_index.fqn}: {refusal(e)}") from None
         checked = io.BytesIO()  # what weights_only admitted, handed on in the form the default planner reads
         torch.save(obj, checked)
         checked.seek(0)
