@@ -1,7 +1,7 @@
 """parallel.py on two CPU processes (gloo): FSDP2 training equals one process with the same global
 batch (plain; tied blocks + LoRA + dropout + activation checkpointing; across a growth step), each
 process holds about half the parameter and optimizer bytes, and a sharded checkpoint resumes on 2
-and on 1 process and consolidates into a .pt that sample.py, eval.py and grow.py read.
+and on 1 process, and sample.py, eval.py and grow.py read it (and the .pt it consolidates into) alike.
 
 The worker half of this file runs under torchrun; its rank 0 also runs the single-process reference,
 so one launch (~10 s) covers every distributed case."""
