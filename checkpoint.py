@@ -152,13 +152,18 @@ def safe_torch_load(path, label='checkpoint', kind='a nanogrow checkpoint', map_
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:  # weights_only met an object it will not construct
-        found = re.search(r'GLOBAL (\S+)', str(e))
-        what = f" such as {found[1]}" if found else ""
-        raise ValueError(f"cannot read {label} {path}: not {kind}; refused for safety: it holds Python objects{what} "
-                         f"beyond tensors and builtins, and loading them could run code") from None
+        raise ValueError(f"cannot read {label} {path}: not {kind}; {refusal(e)}") from None
     except Exception as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
         raise ValueError(f"cannot read {label} {path}: not {kind} (unreadable: {reason})") from None
+
+
+def refusal(error):
+    """Why torch.load(weights_only=True) refused (its pickle.UnpicklingError), in one line without torch's advice
+    to load the file unrestricted."""
+    found = re.search(r'GLOBAL (\S+)', str(error))
+    what = f" such as {found[1]}" if found else ""
+    return f"refused for safety: it holds Python objects{what} beyond tensors and builtins, and loading them could run code"
 
 
 def load_checkpoint(path, map_location='cpu'):
@@ -222,9 +227,7 @@ def load_any(spec):
         return import_model(spec)
     if os.path.isfile(os.path.join(spec, '.metadata')):  # a sharded checkpoint: gathered into one process
         from parallel import consolidate
-        ckpt = consolidate(spec)
-        ckpt.pop('optimizer', None)
-        return ckpt
+        return consolidate(spec)
     if os.path.isdir(spec):
         for name in ('best.pt', 'last.pt', 'best.dcp', 'last.dcp'):
             if os.path.exists(os.path.join(spec, name)):

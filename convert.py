@@ -456,6 +456,9 @@ def import_tokenizer(d, c, default=None):
                 own = json.load(f).get('nanogrow_tokenizer')
         except (json.JSONDecodeError, AttributeError) as e:
             raise ValueError(f"{cfg_path}: unreadable ({type(e).__name__})")
+        if own is not None:
+            from tokenizer import check_meta
+            check_meta(own, f"{cfg_path}: nanogrow_tokenizer")
     if own and own.get('tokenizer') == 'llama2c':
         return {**own, 'path': os.path.abspath(os.path.join(d, 'tokenizer.bin'))}
     if own and own.get('tokenizer') != 'bpe':
