@@ -93,5 +93,6 @@ def _recipes(budget, target):
             f'wsd_L{target}': {**wsd_scratch, 'lr_schedule': 'wsd'}}
 
 
-_TARGET = {2.5e11: 1}  # budget -> T, from the measured frontier (N_opt(2.5e11) = 11-13k params: one layer of width 32)
+_TARGET = {2.5e11: 1, 1e12: 2}  # budget -> T, from the measured frontier: N_opt 11.4k params at 2.5e11 (one layer of
+# width 32 has 15.1k), 22.9k at 1e12 (two layers: 27.4k)
 arms.update({f"c{_c(c)}_{name}": keys for c, t in _TARGET.items() for name, keys in _recipes(c, t).items()})
