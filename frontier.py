@@ -120,9 +120,12 @@ def growth_rows(rows, runs, front):
         if not r['growth_iters'] and SCRATCH.fullmatch(recipe):
             continue
         points = frontier_points(front, r['seed']) if all(r['seed'] in f['seeds'] for f in front.values()) else None
+        same = [s for s in front.get(budget, {}).get('sizes', {}).get(r['params_logical_non_embedding'], [])
+                if s['seed'] == r['seed']]  # the scratch run of the final model's size, same budget and seed
         row = {'arm': r['arm'], 'budget': budget, 'recipe': recipe, 'seed': r['seed'], 'loss': r['final_val_loss'],
                'flops': r['final_flops'], 'n_logical': r['n_logical'], 'params': r['params_logical_non_embedding'],
-               'dL': None, 'sp_front': None, 'sp_equiv': None, 'never': False, 'extrapolated': False}
+               'dL': None, 'sp_front': None, 'sp_equiv': None, 'never': False, 'extrapolated': False,
+               'dL_size': r['final_val_loss'] - same[0]['final_val_loss'] if same else None}
         if points is None:  # no frontier for this seed: the cells count it
             out.append(row)
             continue
@@ -170,15 +173,16 @@ def print_growth(grown):
     budgets = sorted({g['budget'] for g in grown})
     print("## Growth against the frontier (mean ± sd over seeds, n; each seed against its own seed's frontier)\n")
     print("dL = L_growth(C) - L_front(C); sp_front = C_front(L)/C_growth(L) - 1 at L = L_front(budget); "
-          "sp_equiv = C_front(L_growth)/C - 1; ~ = the frontier extrapolated beyond the measured budgets\n")
-    print("| recipe | " + " | ".join(f"C = {b:.3g}: final loss | dL | sp_front | sp_equiv" for b in budgets) + " |")
-    print("|---|" + "---:|" * (4 * len(budgets)))
+          "sp_equiv = C_front(L_growth)/C - 1; ~ = the frontier extrapolated beyond the measured budgets; "
+          "vs same size = L_growth - the final loss of the scratch run of the grown model's size at that budget\n")
+    print("| recipe | " + " | ".join(f"C = {b:.3g}: final loss | dL | sp_front | sp_equiv | vs same size" for b in budgets) + " |")
+    print("|---|" + "---:|" * (5 * len(budgets)))
     for recipe in recipes:
         cells = []
         for b in budgets:
             mine = [g for g in grown if g['recipe'] == recipe and g['budget'] == b]
             if not mine:
-                cells += ['-'] * 4
+                cells += ['-'] * 5
                 continue
             missing = sum(g['dL'] is None for g in mine)
             tilde = '~' if any(g['extrapolated'] for g in mine) else ''
@@ -186,7 +190,9 @@ def print_growth(grown):
                       describe([g['dL'] for g in mine if g['dL'] is not None], 'dloss', missing=missing),
                       describe([g['sp_front'] for g in mine if g['sp_front'] is not None], 'sp',
                                never=sum(g['never'] for g in mine), missing=missing),
-                      tilde + describe([g['sp_equiv'] for g in mine if g['sp_equiv'] is not None], 'sp', missing=missing)]
+                      tilde + describe([g['sp_equiv'] for g in mine if g['sp_equiv'] is not None], 'sp', missing=missing),
+                      describe([g['dL_size'] for g in mine if g['dL_size'] is not None], 'dloss') if any(
+                          g['dL_size'] is not None for g in mine) else '-']
         print(f"| {recipe} | " + " | ".join(cells) + " |")
     print()
 

@@ -4,7 +4,7 @@
 #
 # Once:  python data/shakespeare_char/prepare.py
 # Run:   python study.py config/study_frontier.py --jobs 2      (resumable; a later sitting skips the recorded runs)
-# Table: python frontier.py results/frontier.csv --train_tokens 4034223
+# Table: python frontier.py results/frontier.csv --train_tokens 4525616
 #        python frontier.py results/frontier.csv --budget 2e12  (what to train with that compute)
 #
 # 1. The frontier (isoFLOP profiles, Hoffmann et al. 2022, approach 2): three budgets C, 4x apart (16x in all),

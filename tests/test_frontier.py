@@ -83,6 +83,8 @@ def test_growth_against_the_frontier_of_its_own_seed(study):
         assert g['dL'] == pytest.approx(-0.05) and g['sp_equiv'] == pytest.approx(1.0)
         # it first reaches L_front(4e10) between its evals at 2e10 (target + 0.45) and 4e10 (target - 0.05)
         assert g['sp_front'] == pytest.approx(4e10 / (2e10 + 0.45 / 0.5 * 2e10) - 1) and not g['never']
+        # against the scratch run of its final size (8000) at 4e10: 0.2 ln(8000 / 4000)^2 above the frontier
+        assert g['dL_size'] == pytest.approx(-0.05 - 0.2 * math.log(2) ** 2)
     for g in late:  # never reaches L_front: counted, with the compute the frontier needs for its loss
         assert g['never'] and g['sp_front'] is None
         assert g['dL'] == pytest.approx(0.1) and g['sp_equiv'] == pytest.approx(4 ** -1 - 1)
