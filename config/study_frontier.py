@@ -93,6 +93,8 @@ def _recipes(budget, target):
             f'wsd_L{target}': {**wsd_scratch, 'lr_schedule': 'wsd'}}
 
 
-_TARGET = {2.5e11: 1, 1e12: 2}  # budget -> T, from the measured frontier: N_opt 11.4k params at 2.5e11 (one layer of
-# width 32 has 15.1k), 22.9k at 1e12 (two layers: 27.4k)
+# budget -> T, from the measured frontier: N_opt 11.4k params at 2.5e11 (one layer of width 32 has 15.1k), 22.9k at
+# 1e12 (two layers: 27.4k). At 4e12, to start its growth runs beside its frontier runs, T was set from the power law
+# through those two optima (N_opt ~ C^0.50: 46k at 4e12, four layers: 52.1k) before its frontier was finished.
+_TARGET = {2.5e11: 1, 1e12: 2, 4e12: 4}
 arms.update({f"c{_c(c)}_{name}": keys for c, t in _TARGET.items() for name, keys in _recipes(c, t).items()})
