@@ -268,7 +268,7 @@ def test_a_failed_pre_step_fails_its_run_and_the_runs_that_need_it(tmp_path, mon
 @pytest.mark.parametrize('path', sorted(p for p in os.listdir(os.path.join(REPO, 'config')) if p.startswith('study_')))
 def test_the_study_files_load(path, monkeypatch):
     monkeypatch.chdir(REPO)
-    s = study.load_study(os.path.join('config', path))
+    s = study.load_study(os.path.join('config', path), study.train_keys())  # every arm key is one of train.py's
     runs = study.plan(s)
     assert len(runs) >= 3 * len(s['seeds']) and all(r['args'][0] == s['base'] for r in runs)
     assert not any('{' in a for r in runs for a in r['args'] if a.startswith('--init_from'))  # placeholders filled
