@@ -288,3 +288,16 @@ def test_auto_dtype_is_bf16_where_the_cpu_computes_it(repo, data, tmp_path):
     assert 'dtype bfloat16 (' in p.stderr, p.stderr[-2000:]
     ev = records(tmp_path, 'eval')
     assert all(math.isfinite(r['val_loss']) for r in ev) and ev[-1]['val_loss'] < ev[0]['val_loss']
+
+
+def test_float16_resume_restores_the_grad_scaler(repo, data, tmp_path):
+    """float16 autocast with a GradScaler, the path of GPUs without bf16 (T4, V100), here on the CPU: a run
+    stopped and resumed continues with its scaler's state and equals the uninterrupted run."""
+    f16 = ['--dtype=float16', '--device=cpu', '--lr_decay_iters=4', '--eval_interval=2']
+    train(repo, data, tmp_path / 'a', *f16, '--max_iters=4')
+    train(repo, data, tmp_path / 'b', *f16, '--max_iters=2')
+    train(repo, data, tmp_path / 'b', *f16, '--max_iters=4', '--init_from=resume')
+    assert losses(tmp_path / 'b') == losses(tmp_path / 'a')
+    a, b = (load_checkpoint(tmp_path / run / 'last.pt')['scaler'] for run in 'ab')
+    assert a['_growth_tracker'] == 4 and a['scale'] > 1  # enabled: 4 steps without an overflow since the start
+    assert b == a
