@@ -501,7 +501,17 @@ def test_case_ids_are_unique():
 # a pickle payload through every loader entry point of the project
 
 
-def test_no_loader_runs_a_pickle_payload(tmp_path):
+@pytest.fixture(params=['installed', 'pre-2.6'])
+def torch_load_default(request, monkeypatch):
+    """torch.load as installed, and as on torch 2.4/2.5 (which requirements.txt allows): weights_only=False unless
+    the caller says otherwise. A loader that leaves weights_only to torch's default runs a payload there."""
+    if request.param == 'pre-2.6':
+        load = torch.load
+        monkeypatch.setattr(torch, 'load', lambda *args, weights_only=False, **kw: load(*args, weights_only=weights_only, **kw))
+    return request.param
+
+
+def test_no_loader_runs_a_pickle_payload(tmp_path, torch_load_default):
     from convert import import_model
     marker = tmp_path / 'PWNED'
     torch.save({'model': Payload(marker), 'model_args': TINY}, tmp_path / 'p.pt')
