@@ -38,6 +38,7 @@ In them and in the arm's string values, {seed}, {run} (the run's out_dir) and {r
             'python grow.py --method stack --out {run}/init.pt {runs}/small/s{seed}/last.pt')]},
 """
 import argparse
+import ctypes
 import hashlib
 import json
 import os
@@ -264,6 +265,18 @@ def start(run, study, train, jobs):
     return launch(job)
 
 
+def stop_with_runner(runner_pid):
+    """The run's preexec_fn: it gets SIGTERM (train.py saves last.pt and stops) when the runner dies, even by
+    SIGKILL, so no orphan trains on beside the next session's resume of the same run (Linux's prctl; elsewhere
+    nothing changes)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != runner_pid:  # the runner died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def launch(job):
     """Start the job's next command."""
     argv = job['queue'].pop(0)
@@ -272,7 +285,8 @@ def launch(job):
         log.flush()
         job['offset'] = log.tell()
         # its own session: a terminal's Ctrl-C reaches only the runner, which stops each run exactly once
-        job['proc'] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=job['env'], start_new_session=True)
+        job['proc'] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=job['env'], start_new_session=True,
+                                       preexec_fn=lambda pid=os.getpid(): stop_with_runner(pid))
     return job
 
 
