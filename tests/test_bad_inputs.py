@@ -1,17 +1,19 @@
 """Bad inputs and faults, run as a hostile user runs the scripts: each table case is a subprocess of train.py,
-sample.py, eval.py, convert.py, grow.py, study.py, compare.py or a data prep script, run in the fixture tree, that
-must exit non-zero with exactly one `error:` line (the last line of stderr), no traceback, no new file and no
-changed file anywhere in that tree. Then the faults: a pickle payload through every loader, kill -9 during a save
+sample.py, eval.py, convert.py, grow.py, study.py, compare.py or a data prep script, run in its own copy of the
+fixture tree (two at a time), that must exit non-zero with exactly one `error:` line (the last line of stderr), no
+traceback, no new file and no changed file anywhere in that tree. Then the faults: a pickle payload through every loader, kill -9 during a save
 then resume, NaN, and a full disk."""
 import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import struct
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -456,45 +458,62 @@ def tree_hashes(root):
             for p in sorted(root.rglob('*'))}
 
 
-def run_case(root, cmd, msg, env=ENV):
-    before = tree_hashes(root)
-    script, *args = [a.replace('{root}', str(root)) for a in cmd]  # run in the fixture tree: nothing may appear there
-    p = subprocess.run([sys.executable, str(REPO / script), *args], cwd=root, env=env,
-                       capture_output=True, text=True, timeout=300)
+def run_script(tree, cmd, env=ENV):
+    """A case's command, run in the fixture tree `tree` -> (the process, files that appeared, changed or went)."""
+    before = tree_hashes(tree)
+    script, *args = [a.replace('{root}', str(tree)) for a in cmd]
+    p = subprocess.run([sys.executable, str(REPO / script), *args], cwd=tree, env=env, capture_output=True, text=True,
+                       timeout=300)
+    after = tree_hashes(tree)
+    return p, sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+def check_one_line_error(p, changed, msg):
     lines = p.stderr.strip().splitlines()
     assert p.returncode != 0, f"accepted (exit 0):\n{p.stderr[-2000:]}"
     assert 'Traceback' not in p.stderr + p.stdout, p.stderr[-3000:]
     assert lines and lines[-1].startswith('error:'), p.stderr[-2000:]
     assert sum(line.startswith('error:') for line in lines) == 1, p.stderr[-2000:]
-    assert msg.replace('{root}', str(root)) in lines[-1], lines[-1]
-    assert tree_hashes(root) == before, "a file appeared or changed"
+    assert msg in lines[-1], lines[-1]
+    assert not changed, f"files appeared or changed: {changed}"
 
 
-@pytest.mark.parametrize('cmd, msg', [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_error(root, cmd, msg):
-    run_case(root, cmd, msg)
+TABLE = {case[0]: case[1:] for case in CASES + GROW_CASES + TRAIN_CASES + STUDY_CASES + COMPARE_CASES + EVAL_CASES + PREP_CASES}
 
 
-@pytest.mark.parametrize('cmd, msg', [c[1:] for c in GROW_CASES], ids=[c[0] for c in GROW_CASES])
-def test_grow_bad_input_is_one_line_error(root, cmd, msg):
-    run_case(root, cmd, msg)
+@pytest.fixture(scope='module')
+def outcomes(root, request, tmp_path_factory):
+    """The selected table cases, two at a time (each is mostly an interpreter and torch starting up: one per core),
+    each in its own copy of the fixture tree -> {case: (process, changed files, the copy's path)}."""
+    wanted = [item.callspec.params['case'] for item in request.session.items
+              if item.originalname == 'test_bad_input_is_one_line_error']
+    copies = tmp_path_factory.mktemp('cases')
+
+    def run(case):
+        tree = copies / case
+        shutil.copytree(root, tree, symlinks=True)
+        p, changed = run_script(tree, TABLE[case][0])
+        shutil.rmtree(tree)
+        return p, changed, tree
+
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(wanted, pool.map(run, wanted)))
 
 
-NEW_SURFACES = TRAIN_CASES + STUDY_CASES + COMPARE_CASES + EVAL_CASES + PREP_CASES
-
-
-@pytest.mark.parametrize('cmd, msg', [c[1:] for c in NEW_SURFACES], ids=[c[0] for c in NEW_SURFACES])
-def test_new_surfaces_bad_input_is_one_line_error(root, cmd, msg):
-    run_case(root, cmd, msg)
+@pytest.mark.parametrize('case', list(TABLE))
+def test_bad_input_is_one_line_error(outcomes, case):
+    p, changed, tree = outcomes[case]
+    check_one_line_error(p, changed, TABLE[case][1].replace('{root}', str(tree)))
 
 
 @pytest.mark.parametrize('cmd, msg', [c[1:] for c in WEB_CASES], ids=[c[0] for c in WEB_CASES])
 def test_web_prep_bad_input_is_one_line_error(root, shared, cmd, msg):
-    run_case(root, cmd, msg, env={**ENV, 'TIKTOKEN_CACHE_DIR': os.environ['TIKTOKEN_CACHE_DIR']})
+    p, changed = run_script(root, cmd, env={**ENV, 'TIKTOKEN_CACHE_DIR': os.environ['TIKTOKEN_CACHE_DIR']})
+    check_one_line_error(p, changed, msg.replace('{root}', str(root)))
 
 
 def test_case_ids_are_unique():
-    ids = [c[0] for c in CASES + GROW_CASES + NEW_SURFACES + WEB_CASES]
+    ids = [c[0] for c in CASES + GROW_CASES + TRAIN_CASES + STUDY_CASES + COMPARE_CASES + EVAL_CASES + PREP_CASES + WEB_CASES]
     assert len(ids) == len(set(ids))
 
 # -----------------------------------------------------------------------------
