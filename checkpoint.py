@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from configurator import check_out_path
 from model import ADAPTABLE_KEYS, GPT, GPTConfig
 
 CONTENT_FIELDS = dict(tokenizer=None, provenance=None, tokens_seen=0, flops_spent=0.0, elapsed=0.0,
@@ -50,32 +51,6 @@ def make_checkpoint(state_dict, model_args, **fields):
         counts = GPT(config).param_counts()
     return dict(model=strip_prefixes(state_dict), model_args=config.to_dict(), param_counts=counts,
                 **(CONTENT_FIELDS | fields))
-
-
-def check_out_path(out, inputs=(), directory=False):
-    """Refuse an output path before any work: one that is an input (writing it would destroy the source),
-    a directory where a file is wanted (or the reverse), or a path below a regular file. -> ValueError."""
-    out = Path(out)
-    for src in (f for spec in inputs for f in spec_files(spec)):
-        if out.exists() and os.path.exists(src) and os.path.samefile(out, src):
-            raise ValueError(f"output {out} is also an input ({src}): writing it would overwrite the source; choose another path")
-    if out.exists() and out.is_dir() != directory:
-        raise ValueError(f"output {out} exists and is a {'directory' if out.is_dir() else 'file'}; "
-                         f"give a {'directory' if directory else 'file path'}")
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"output {out} is below {parent}, which is a file, not a directory")
-
-
-def spec_files(spec):
-    """The files a model spec (or a plain input path) reads: a run dir's or HF dir's files, both llama2c files."""
-    spec = str(spec)
-    if spec.startswith('llama2c:'):
-        return [p for p in spec[len('llama2c:'):].split(',') if p]
-    path = spec[len('hf:'):] if spec.startswith('hf:') else spec
-    return [os.path.join(path, f) for f in os.listdir(path)] if os.path.isdir(path) else [path]
 
 
 TEMP_NAME = re.compile(r'\.(.+)\.tmp(\d+)')  # save_checkpoint's temp files: .<name>.tmp<pid>

@@ -20,6 +20,7 @@ table gives mean ± sd over seeds and n per arm; seeds that never reach a target
 import argparse
 import csv
 import glob
+import io
 import json
 import math
 import os
@@ -28,15 +29,22 @@ import sys
 
 import numpy as np
 
+from configurator import ArgumentParser, check_out_path
+
 # -----------------------------------------------------------------------------
 # output helpers (eval.py uses them too)
 
 def atomic_write(path, write):
-    """write(tmp_path) then rename: never a half-written output file."""
+    """write(tmp_path) then rename: never a half-written output file, nor a temp file left behind."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp"
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.isfile(tmp):
+            os.remove(tmp)
+        raise
 
 
 def pyplot():
@@ -92,8 +100,11 @@ def run_identity(label, path):
     seed = None
     config = os.path.join(run_dir, 'config.json')
     if os.path.isfile(config):
-        with open(config) as f:
-            seed = json.load(f).get('seed')
+        try:
+            with open(config, encoding='utf-8') as f:
+                seed = json.load(f).get('seed')
+        except (ValueError, AttributeError) as e:
+            raise ValueError(f"{config}: not a run's config.json ({type(e).__name__}: {str(e)[:200]})") from None
     return label or os.path.basename(run_dir), seed
 
 
@@ -106,23 +117,30 @@ def read_log(arg):
         raise FileNotFoundError(f"{path}: no such log")
     arm, seed = run_identity(label, path)
     evals, grows, model = [], [], {}  # an eval's stage: how many growths came before it in the file
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+    try:
+        with open(path, encoding='utf-8') as f:
+            lines = f.readlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a log.jsonl (not UTF-8 text)") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            kind = rec['type']
+            if kind == 'eval':
+                evals.append({k: float(rec[k]) for k in ('flops', 'tokens', 'elapsed', 'val_loss')} |
+                             {'iter': int(rec['iter']), 'stage': len(grows)})
+            elif kind == 'model':  # the sizes at the start and after each growth: the last one is the final model's
+                model = {k: float(rec[k]) for k in MODEL_FIELDS if k in rec or k not in LATER_FIELDS}
+            elif kind == 'grow':  # operator_flops (training a growth operator) is already inside flops
+                grows.append({k: float(rec[k]) for k in ('flops', 'tokens')} | {'iter': int(rec['iter']),
+                              'elapsed': float(rec.get('elapsed', 'nan')), 'operator_flops': float(rec.get('operator_flops', 0))})
+        except (ValueError, KeyError, TypeError) as e:
+            if not line.endswith('\n'):  # the last record, cut by a kill during the append (train.py's resume drops it too)
+                print(f"note: {path}:{lineno}: skipped the half-written last record", file=sys.stderr)
                 continue
-            try:
-                rec = json.loads(line)
-                kind = rec['type']
-                if kind == 'eval':
-                    evals.append({k: float(rec[k]) for k in ('flops', 'tokens', 'elapsed', 'val_loss')} |
-                                 {'iter': int(rec['iter']), 'stage': len(grows)})
-                elif kind == 'model':  # the sizes at the start and after each growth: the last one is the final model's
-                    model = {k: float(rec[k]) for k in MODEL_FIELDS if k in rec or k not in LATER_FIELDS}
-                elif kind == 'grow':  # operator_flops (training a growth operator) is already inside flops
-                    grows.append({k: float(rec[k]) for k in ('flops', 'tokens')} | {'iter': int(rec['iter']),
-                                  'elapsed': float(rec.get('elapsed', 'nan')), 'operator_flops': float(rec.get('operator_flops', 0))})
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{lineno}: malformed log record ({type(e).__name__}: {e})") from None
+            raise ValueError(f"{path}:{lineno}: malformed log record ({type(e).__name__}: {e})") from None
     if not evals:
         raise ValueError(f"{path}: no eval records (type 'eval' with val_loss)")
     evals.sort(key=lambda r: r['flops'])  # a resumed run may append out of order
@@ -328,27 +346,47 @@ def write_csv(path, rows, keys):
     atomic_write(path, write)
 
 
+def read_records(path, what):
+    """A CSV file -> (its columns, [(line number, record)]); a file that is not UTF-8 CSV text or whose rows are cut
+    (a missing last line end, fewer or more values than columns) is a ValueError naming the file."""
+    try:
+        with open(path, newline='', encoding='utf-8') as f:
+            text = f.read()
+        reader = csv.DictReader(io.StringIO(text, newline=''))
+        columns, records = reader.fieldnames or [], []
+        for rec in reader:
+            if None in rec or None in rec.values():
+                raise ValueError(f"{path}:{reader.line_num}: not as many values as the {len(columns)} columns "
+                                 f"(a cut or damaged row)")
+            records.append((reader.line_num, rec))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path}: not a {what} ({type(e).__name__}: {e})") from None
+    if text and not text.endswith('\n'):
+        raise ValueError(f"{path}: its last line is cut (no line end): not a complete {what}")
+    return columns, records
+
+
 def read_csv(path):
     """A summary CSV -> (rows, target keys)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--from_csv {path}: no such file")
-    with open(path, newline='') as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        missing = [c for c in FIELDS if c not in fields and c not in LATER_FIELDS]
-        if missing:
-            raise ValueError(f"{path}: not a compare summary CSV (no column {missing[0]!r})")
-        keys = [c[len('flops@'):] for c in fields if c.startswith('flops@')]
-        rows = []
-        for lineno, rec in enumerate(reader, 2):
-            try:
-                num = lambda c: float(rec[c]) if rec[c] else None
-                rows.append({'arm': rec['arm'], 'seed': int(rec['seed']) if rec['seed'] else None,
-                             'scratch_arm': rec['scratch_arm'], 'growth_iters': rec['growth_iters'],
-                             **dict.fromkeys(LATER_FIELDS),
-                             **{c: num(c) for c in fields if c not in ('arm', 'seed', 'scratch_arm', 'growth_iters')}})
-            except (ValueError, TypeError) as e:
-                raise ValueError(f"{path}:{lineno}: bad value ({e})") from None
+    fields, records = read_records(path, 'compare summary CSV')
+    keys = [c[len('flops@'):] for c in fields if c.startswith('flops@')]
+    missing = [c for c in FIELDS + [f"{c}@{k}" for k in keys or ['final'] for c in ('loss', 'flops', 'sp')]
+               if c not in fields and c not in LATER_FIELDS]
+    if missing:
+        raise ValueError(f"{path}: not a compare summary CSV (no column {missing[0]!r})")
+    rows = []
+    for lineno, rec in records:
+        try:
+            num = lambda c: float(rec[c]) if rec[c] else None
+            rows.append({'arm': rec['arm'], 'seed': int(rec['seed']) if rec['seed'] else None,
+                         'scratch_arm': rec['scratch_arm'], 'growth_iters': rec['growth_iters'], **dict.fromkeys(LATER_FIELDS),
+                         **{c: num(c) for c in fields if c not in ('arm', 'seed', 'scratch_arm', 'growth_iters')}})
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}:{lineno}: bad value ({e})") from None
+    if 'final' not in keys:
+        raise ValueError(f"{path}: not a compare summary CSV (no column 'flops@final')")
     if not rows:
         raise ValueError(f"{path}: no runs")
     if len({r['scratch_arm'] for r in rows}) > 1:
@@ -382,24 +420,23 @@ def write_curves(path, runs):
 def read_curves(path):
     """A curves CSV -> runs as read_log gives them (without their model records: those are in the summary)."""
     runs = {}
-    with open(path, newline='') as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames != CURVE_FIELDS:
-            raise ValueError(f"{path}: not a compare curves CSV (columns {', '.join(CURVE_FIELDS)})")
-        for lineno, rec in enumerate(reader, 2):
-            try:
-                seed = int(rec['seed']) if rec['seed'] else None
-                run = runs.setdefault((rec['arm'], seed), {'arm': rec['arm'], 'seed': seed, 'path': path, 'evals': [],
-                                                           'grows': [], 'model': {}})
-                point = {k: float(rec[k]) for k in ('flops', 'tokens', 'elapsed')} | {'iter': int(rec['iter'])}
-                if rec['type'] == 'eval':
-                    run['evals'].append(point | {'val_loss': float(rec['val_loss']), 'stage': len(run['grows'])})
-                elif rec['type'] == 'grow':
-                    run['grows'].append(point | {'operator_flops': float(rec['operator_flops'])})
-                else:
-                    raise ValueError(f"type {rec['type']!r}")
-            except (ValueError, TypeError) as e:
-                raise ValueError(f"{path}:{lineno}: bad value ({e})") from None
+    columns, records = read_records(path, 'compare curves CSV')
+    if columns != CURVE_FIELDS:
+        raise ValueError(f"{path}: not a compare curves CSV (columns {', '.join(CURVE_FIELDS)})")
+    for lineno, rec in records:
+        try:
+            seed = int(rec['seed']) if rec['seed'] else None
+            run = runs.setdefault((rec['arm'], seed), {'arm': rec['arm'], 'seed': seed, 'path': path, 'evals': [],
+                                                       'grows': [], 'model': {}})
+            point = {k: float(rec[k]) for k in ('flops', 'tokens', 'elapsed')} | {'iter': int(rec['iter'])}
+            if rec['type'] == 'eval':
+                run['evals'].append(point | {'val_loss': float(rec['val_loss']), 'stage': len(run['grows'])})
+            elif rec['type'] == 'grow':
+                run['grows'].append(point | {'operator_flops': float(rec['operator_flops'])})
+            else:
+                raise ValueError(f"type {rec['type']!r}")
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}:{lineno}: bad value ({e})") from None
     for run in runs.values():
         run['label'] = run['arm'] if run['seed'] is None else f"{run['arm']}/s{run['seed']}"
         if not run['evals']:
@@ -502,10 +539,23 @@ def only_arms(rows, runs, wanted):
     return pick(rows), runs and pick(runs)
 
 
+def check_outputs(outputs, inputs):
+    """Before any work: no output over an input (a run's log, a CSV read), onto a directory or below a file
+    (every script's rule), and no two outputs the same file."""
+    outputs = [o for o in outputs if o]
+    for out in outputs:
+        check_out_path(out, inputs)
+    same = [o for i, o in enumerate(outputs) if os.path.abspath(o) in map(os.path.abspath, outputs[:i])]
+    if same:
+        raise ValueError(f"{same[0]} is given as two outputs (the plot and a CSV)")
+
+
 def cmd_compare(args):
     if args.from_csv:
         if args.logs or args.csv:
             raise ValueError("--from_csv makes the table from the CSV alone: no logs, no --csv")
+        check_outputs([args.out or os.path.splitext(args.from_csv)[0] + '.png'],
+                      [p for p in (args.from_csv, curves_path(args.from_csv)) if os.path.exists(p)])
         rows, keys = read_csv(args.from_csv)
         if args.scratch is not None and args.scratch != rows[0]['scratch_arm']:
             raise ValueError(f"{args.from_csv}: its speedups are against {rows[0]['scratch_arm']!r}, not {args.scratch!r}")
@@ -518,7 +568,11 @@ def cmd_compare(args):
         return
     if not args.logs:
         raise ValueError("give runs ([arm=]out_dir, log.jsonl or a study dir) or --from_csv")
-    runs = [read_log(a) for a in expand(args.logs)]
+    logs = expand(args.logs)
+    run_dirs = [os.path.dirname(p) if os.path.basename(p) == 'log.jsonl' else p for p in (split_label(a)[1] for a in logs)]
+    check_outputs([args.out or 'compare.png', args.csv, args.csv and curves_path(args.csv)],
+                  [d for d in run_dirs if os.path.exists(d)])  # a run's log and config.json (run_identity reads it)
+    runs = [read_log(a) for a in logs]
     seen = {}
     for r in runs:
         if (r['arm'], r['seed']) in seen:
@@ -573,7 +627,7 @@ def add_arguments(p):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     args = p.parse_args(argv)
     try:

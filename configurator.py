@@ -8,11 +8,14 @@ it. Unlike nanoGPT's exec-based original, a misspelled key is an error that name
 keys (in files as well as on the command line), and every value is type checked against its
 default: ints are accepted where floats are expected, bools are True/False/true/false, a key whose
 default is None also takes None, and lists/dicts are Python literals. Values may contain '='.
+The scripts' other shared command-line rules live here too: a bad option is one `error:` line
+(ArgumentParser), and an output path is checked before any work (check_out_path).
 """
 import argparse
 import ast
 import difflib
 import io
+import os
 import sys
 import tokenize
 from pathlib import Path
@@ -167,3 +170,29 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {message} (see python {self.prog} --help)\n")
+
+
+def check_out_path(out, inputs=(), directory=False):
+    """Refuse an output path before any work: one that is an input (writing it would destroy the source),
+    a directory where a file is wanted (or the reverse), or a path below a regular file. -> ValueError."""
+    out = Path(out)
+    for src in (f for spec in inputs for f in spec_files(spec)):
+        if out.exists() and os.path.exists(src) and os.path.samefile(out, src):
+            raise ValueError(f"output {out} is also an input ({src}): writing it would overwrite the source; choose another path")
+    if out.exists() and out.is_dir() != directory:
+        raise ValueError(f"output {out} exists and is a {'directory' if out.is_dir() else 'file'}; "
+                         f"give a {'directory' if directory else 'file path'}")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"output {out} is below {parent}, which is a file, not a directory")
+
+
+def spec_files(spec):
+    """The files a model spec (or a plain input path) reads: a run dir's or HF dir's files, both llama2c files."""
+    spec = str(spec)
+    if spec.startswith('llama2c:'):
+        return [p for p in spec[len('llama2c:'):].split(',') if p]
+    path = spec[len('hf:'):] if spec.startswith('hf:') else spec
+    return [os.path.join(path, f) for f in os.listdir(path)] if os.path.isdir(path) else [path]

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from compare import add_arguments as add_compare_arguments, atomic_write, cmd_compare, pyplot, save_fig
-from configurator import ArgumentParser
+from configurator import ArgumentParser, check_out_path
 
 # -----------------------------------------------------------------------------
 # loading models and tokens
@@ -255,10 +255,14 @@ def sweep_maps(args, n_src):
     for i, s in enumerate(args.maps.split(';') if args.maps else []):
         add('', parse_layer_map(s, n_src, f"--maps entry {i + 1}"))
     if args.maps_file:
-        with open(args.maps_file) as f:
-            for lineno, line in enumerate(f, 1):
-                if line.split('#')[0].strip():
-                    add('', parse_layer_map(line.split('#')[0], n_src, f"{args.maps_file}:{lineno}"))
+        try:
+            with open(args.maps_file, encoding='utf-8') as f:
+                lines = f.readlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--maps_file {args.maps_file}: cannot read it as text ({getattr(e, 'strerror', None) or e})") from None
+        for lineno, line in enumerate(lines, 1):
+            if line.split('#')[0].strip():
+                add('', parse_layer_map(line.split('#')[0], n_src, f"{args.maps_file}:{lineno}"))
     for kind in args.generate.split(',') if args.generate else []:
         if kind == 'methods':
             found = method_maps(n_src, args.length)
@@ -442,23 +446,29 @@ def cmd_mc(args):
     if not os.path.isfile(args.file):
         raise FileNotFoundError(f"--file {args.file}: no such file")
     examples = []
-    with open(args.file, encoding='utf-8') as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    ex = json.loads(line)
-                    ok = isinstance(ex['context'], str) and len(ex['choices']) >= 2 and 0 <= int(ex['label']) < len(ex['choices'])
-                except (ValueError, KeyError, TypeError):
-                    ok = False
-                if not ok:
-                    raise ValueError(f"{args.file}:{lineno}: want {{\"context\": str, \"choices\": [>= 2 str], \"label\": index}}")
-                try:  # encode up front, so a bad example fails before any scoring
-                    ex['seqs'] = [encode_pair(tok, ex['context'], c) for c in ex['choices']]
-                except ValueError as e:
-                    raise ValueError(f"{args.file}:{lineno}: {e}") from None
-                if any(not cont for _, cont in ex['seqs']):
-                    raise ValueError(f"{args.file}:{lineno}: a choice encodes to no tokens")
-                examples.append(ex)
+    try:
+        with open(args.file, encoding='utf-8') as f:
+            lines = f.readlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--file {args.file}: cannot read it as text ({getattr(e, 'strerror', None) or e})") from None
+    for lineno, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                ex = json.loads(line)
+                choices = ex['choices']  # a string would be scored character by character
+                ok = (isinstance(ex['context'], str) and isinstance(choices, list) and len(choices) >= 2
+                      and all(isinstance(c, str) for c in choices) and 0 <= int(ex['label']) < len(choices))
+            except (ValueError, KeyError, TypeError):
+                ok = False
+            if not ok:
+                raise ValueError(f"{args.file}:{lineno}: want {{\"context\": str, \"choices\": [>= 2 str], \"label\": index}}")
+            try:  # encode up front, so a bad example fails before any scoring
+                ex['seqs'] = [encode_pair(tok, ex['context'], c) for c in ex['choices']]
+            except ValueError as e:
+                raise ValueError(f"{args.file}:{lineno}: {e}") from None
+            if any(not cont for _, cont in ex['seqs']):
+                raise ValueError(f"{args.file}:{lineno}: a choice encodes to no tokens")
+            examples.append(ex)
     if not examples:
         raise ValueError(f"{args.file}: no examples")
     examples = examples[:args.limit] if args.limit else examples
@@ -483,7 +493,6 @@ def cmd_mc(args):
 
 def check_args(args):
     """The option validation layer: counts in range, and a sweep's outputs never an input or unwritable."""
-    from checkpoint import check_out_path
     minimum = dict(batch_size=1, tokens=1, block_size=0, length=1, max_maps=1, plot_rows=1, limit=0)
     for k, lo in minimum.items():
         if getattr(args, k, lo) < lo:

@@ -272,7 +272,8 @@ def plot(front, grown, path, plt):
     bx.axhline(0, color='k', lw=0.8)
     bx.set(xscale='log', xlabel='budget (FLOPs)', ylabel='sp_equiv = C_front(L_growth) / C - 1',
            title='growth against the frontier (mean ± sd over seeds)')
-    bx.legend(fontsize=7)
+    if recipes:
+        bx.legend(fontsize=7)
     fig.tight_layout()
     save_fig(fig, path, plt)
 

@@ -29,6 +29,7 @@ Every method returns a Grown. The grown checkpoint records where every logical l
 LLaMA Pro recipe).
 """
 import hashlib
+import math
 import os
 import re
 import sys
@@ -37,10 +38,11 @@ from typing import NamedTuple
 
 import torch
 
-from checkpoint import check_out_path, load_any, make_checkpoint, save_checkpoint, strip_prefixes
-from configurator import ArgumentParser
+from checkpoint import load_any, make_checkpoint, save_checkpoint, strip_prefixes
+from configurator import ArgumentParser, check_out_path
 from lesa import lesa_layers, svd
 from model import GPT, GPTConfig, Adapter, LoRA, LORA_TARGETS, PER_SOURCE_KEYS, lora_scale
+from tokenizer import check_same_tokenizer
 from tokens import TokenData
 
 LETTERS = 'abcdefghijklmnopqrstuvwxyz'
@@ -150,6 +152,11 @@ def layer_index(s, i):
     return i
 
 
+def check_noise(noise):
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+
+
 def jitter(t, noise):
     """A copy of t; weight matrices get Gaussian noise of `noise` times their own std (symmetry breaking)."""
     if noise and t.dim() >= 2:
@@ -241,6 +248,7 @@ def place(src, plan, noise=0.0, tied=False, lora_rank=0, lora_alpha=16.0, ia3=Fa
     """Blocks from a plan. A slot whose source layer came before (a duplicate, or a block inserted
     beside it) is new; duplicates are copied (with `noise`) or, tied, run the first occurrence's block
     (a virtual layer), optionally with a LoRA / IA3 per logical layer that starts as the identity."""
+    check_noise(noise)
     if noise and tied:
         raise ValueError("noise does not apply with tied=True (duplicates share their weights)")
     if adapter_layers not in ('all', 'virtual'):
@@ -542,6 +550,7 @@ def width(src, factor=None, n_embd=None, mlp_hidden=None, init='net2net', noise=
     d, H = a['n_embd'], a['mlp_hidden'] or 4 * a['n_embd']
     if init not in ('net2net', 'zero', 'random'):
         raise ValueError(f"width: init must be 'net2net', 'zero' or 'random', got {init!r}")
+    check_noise(noise)
     if noise and init != 'net2net':
         raise ValueError("width: noise breaks the symmetry of net2net's copies; it does not apply to init='zero'/'random'")
     if factor is None and n_embd is None and mlp_hidden is None:
@@ -734,6 +743,7 @@ class Method(NamedTuple):
     max_sources: int     # 1 = one source checkpoint; None = any number
     summary: str
     needs_data: bool = False  # build also gets batches=, an iterator of (x, y) training batches
+    needs_one_of: tuple = ()  # options of which it needs at least one (what to build)
     takes_head: bool = False  # build also gets head_from=, grow()'s head_from as given (None: its own rule)
 
 
@@ -747,7 +757,8 @@ METHODS = {
     'dus': Method(dus, ('m', 'n_layer') + DUPLICATES, 2, "SOLAR depth up-scaling"),
     'midas': Method(midas, ('block',) + DUPLICATES, 1, "MIDAS: the middle block of layers duplicated in place (one stage)"),
     'map': Method(map_layers, ('map', 'yaml') + DUPLICATES, None,
-                  "an explicit layer list, or mergekit passthrough slices (YAML)", takes_head=True),
+                  "an explicit layer list, or mergekit passthrough slices (YAML)", takes_head=True,
+                  needs_one_of=('map', 'yaml')),
     'llama_pro': Method(llama_pro, ('every', 'n_layer'), 1,
                         "LLaMA Pro / G_zero in depth: identity blocks (zero output projections), exact"),
     'random': Method(random_layers, ('every', 'n_layer'), 1, "G_random in depth: freshly initialised blocks"),
@@ -758,7 +769,8 @@ METHODS = {
     'tie': Method(tie, ('n_layer', 'init', 'lora_rank', 'lora_alpha'), 1,
                   "Relaxed Recursive Transformer: shared blocks looped, SVD-initialised LoRA per layer"),
     'ligo': Method(learned, ('n_layer', 'n_embd', 'mlp_hidden', 'depth_init', 'ligo_steps', 'ligo_lr'), None,
-                   "LiGO / G_learn in depth and width: a learned linear map from the sources' weights", needs_data=True),
+                   "LiGO / G_learn in depth and width: a learned linear map from the sources' weights", needs_data=True,
+                   needs_one_of=('n_layer', 'n_embd', 'mlp_hidden')),
 }
 
 
@@ -770,6 +782,9 @@ def check_options(method, options):
     bad = sorted(set(options) - set(METHODS[method].options))
     if bad:
         raise ValueError(f"option {', '.join(bad)} does not apply to method {method} (it takes: {', '.join(METHODS[method].options)})")
+    needs = METHODS[method].needs_one_of
+    if needs and not set(needs) & set(options):
+        raise ValueError(f"method {method} needs {' or '.join(needs)} (what to build)")
     return METHODS[method]
 
 
@@ -905,6 +920,8 @@ def main(argv=None):
         options = {k: v for k, v in vars(a).items()
                    if k not in ('sources', 'method', 'out', 'head_from', 'seed', 'data', 'batch_size') and v is not None and v is not False}
         method = check_options(a.method, options)
+        if a.batch_size < 1:
+            raise ValueError(f"--batch_size must be >= 1, got {a.batch_size}")
         if a.data is not None and not method.needs_data:
             raise ValueError(f"--data does not apply to method {a.method} (it learns nothing from data)")
         names, paths = [], []
@@ -928,7 +945,7 @@ def main(argv=None):
                     known.add(model)
         # a source is known by its letter, its NAME= or the path it was given as
         names = [n if n is not None else pth for n, pth in zip(names, paths)]
-        check_out_path(a.out, paths)  # before any work: never over a source, a directory or below a file
+        check_out_path(a.out, paths + ([a.yaml] if a.yaml else []))  # before any work: never over an input, a directory or below a file
         sources = []
         for pth in paths:
             ck = load_any(pth)
@@ -937,7 +954,10 @@ def main(argv=None):
         batches = None
         if a.data is not None:  # windows of the first source's context length, drawn as train.py draws them
             block_size = sources[0]['model_args']['block_size']
-            batches = TokenData(a.data).stream('train', block_size, a.batch_size, (a.seed, 'train', 'grow'))
+            data = TokenData(a.data)
+            if data.meta and sources[0].get('tokenizer'):  # ids of another tokenizer would train the operator on noise
+                check_same_tokenizer(os.path.join(a.data, 'meta.json'), data.meta, sources[0]['tokenizer'])
+            batches = data.stream('train', block_size, a.batch_size, (a.seed, 'train', 'grow'))
         grown = grow(sources, a.method, names=names, head_from=a.head_from, seed=a.seed, batches=batches, **options)
         for info, pth, ck in zip(grown['provenance']['sources'], paths, sources):
             info.update(path=pth, **({'sha256': sha256(pth)} if os.path.isfile(pth) else {'weights_sha256': weights_sha256(ck['model'])}))

@@ -26,6 +26,7 @@ mixing over their concatenated layers, embeddings from the first), or k models s
 (each source's residual stream, heads and MLP units in their own block; block-diagonal at init, head
 averaging the k models' logits).
 """
+import math
 import time
 from contextlib import nullcontext
 
@@ -250,6 +251,10 @@ def grown_config(sources, n_layer, n_embd, mlp_hidden, depth_init):
         raise ValueError(f"ligo: n_layer must be a positive integer, got {L2!r}")
     if k == 1 and (L2, D, H2) == (depths[0], d, H):
         raise ValueError("ligo: nothing to grow (n_layer, n_embd and mlp_hidden unchanged)")
+    least = max(depths) if k == 1 or side_by_side else sum(depths)  # fewer would drop source layers
+    if L2 < least:
+        raise ValueError(f"ligo: n_layer={L2} would drop source layers (LiGO grows; at least {least}); "
+                         "to keep fewer layers, make a smaller model with grow.py --method map")
     plan = depth_plan(depths, L2, depth_init, side_by_side)
     windows = [sources[pairs[0][0]][0].window(pairs[0][1]) for pairs in plan]
     args = dict(cfg0.to_dict(), n_layer=L2, n_embd=D, n_head=D // hd,
@@ -273,6 +278,8 @@ def grow(sources, n_layer=None, n_embd=None, mlp_hidden=None, depth_init='stack'
     cfg, plan, side_by_side = grown_config(src, n_layer, n_embd, mlp_hidden, depth_init)
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"ligo: steps must be an integer >= 0, got {steps!r}")
+    if not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+        raise ValueError(f"ligo: lr must be a finite number > 0, got {lr!r}")
     if steps and batches is None:
         raise ValueError(f"ligo: training the operator for {steps} steps needs data (batches); "
                          "steps=0 gives the direct operator")

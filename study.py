@@ -38,6 +38,7 @@ In them and in the arm's string values, {seed}, {run} (the run's out_dir) and {r
             'python grow.py --method stack --out {run}/init.pt {runs}/small/s{seed}/last.pt')]},
 """
 import argparse
+import ctypes
 import hashlib
 import json
 import os
@@ -51,15 +52,26 @@ import time
 import types
 
 import compare
+from configurator import ArgumentParser, key_comments, unknown
 
 KEYS = {'name': str, 'base': str, 'seeds': list, 'arms': dict, 'losses': list, 'scratch': str}
 RUNNER_KEYS = ('after', 'before', 'seeds')  # arm keys for the runner, not for train.py
 NAME = re.compile(r'[A-Za-z0-9_.-]+')  # study and arm names are directory names
-TRAIN = [sys.executable, os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py'))]
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRAIN = [sys.executable, os.path.relpath(os.path.join(HERE, 'train.py'))]
 
 
-def load_study(path):
-    """The study file's settings, checked; raises ValueError/FileNotFoundError naming the file."""
+def train_keys():
+    """train.py's config keys, read from its source (importing train.py would train): the names its config section
+    assigns before `defaults` collects them, and model.py's GPTConfig fields."""
+    names = list(key_comments(os.path.join(HERE, 'train.py')))
+    model = key_comments(os.path.join(HERE, 'model.py'), in_classes=True)
+    return list(dict.fromkeys(names[:names.index('defaults')] + list(model)))
+
+
+def load_study(path, keys=None):
+    """The study file's settings, checked (with `keys`, the arms' keys against them: train.py's config keys);
+    raises ValueError/FileNotFoundError naming the file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such study file")
     scope = {}
@@ -88,7 +100,7 @@ def load_study(path):
     if not arms:
         raise ValueError(f"{path}: arms is empty")
     for name in [study['name'], *arms]:
-        if not isinstance(name, str) or not NAME.fullmatch(name):
+        if not isinstance(name, str) or not NAME.fullmatch(name) or not name.strip('.'):  # '..' would leave runs/
             raise ValueError(f"{path}: {name!r} cannot name a directory (letters, digits, _ . -)")
     for arm, overrides in arms.items():
         if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
@@ -96,6 +108,9 @@ def load_study(path):
         taken = {'out_dir', 'seed'} & set(overrides)
         if taken:
             raise ValueError(f"{path}: arm {arm!r} sets {taken.pop()}, which the runner sets per run")
+        for k in overrides:  # a typo fails here, not in every run it would start
+            if keys is not None and k not in keys and k not in RUNNER_KEYS:
+                raise unknown(k, [*keys, *RUNNER_KEYS], f"in arm {arm!r} of {path}")
         after, before = overrides.get('after', []), overrides.get('before', [])
         if not isinstance(after, list) or any(a not in arms or a == arm for a in after):
             raise ValueError(f"{path}: arm {arm!r}: after must be a list of other arms, got {after!r}")
@@ -178,8 +193,11 @@ def show(cmd):
 def read_json(path):
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except ValueError as e:  # a binary file, a merge conflict's markers, a cut file
+        raise ValueError(f"{path}: not a JSON file ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def write_json(path, obj):
@@ -247,6 +265,18 @@ def start(run, study, train, jobs):
     return launch(job)
 
 
+def stop_with_runner(runner_pid):
+    """The run's preexec_fn: it gets SIGTERM (train.py saves last.pt and stops) when the runner dies, even by
+    SIGKILL, so no orphan trains on beside the next session's resume of the same run (Linux's prctl; elsewhere
+    nothing changes)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != runner_pid:  # the runner died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def launch(job):
     """Start the job's next command."""
     argv = job['queue'].pop(0)
@@ -255,7 +285,8 @@ def launch(job):
         log.flush()
         job['offset'] = log.tell()
         # its own session: a terminal's Ctrl-C reaches only the runner, which stops each run exactly once
-        job['proc'] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=job['env'], start_new_session=True)
+        job['proc'] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=job['env'], start_new_session=True,
+                                       preexec_fn=lambda pid=os.getpid(): stop_with_runner(pid))
     return job
 
 
@@ -359,7 +390,7 @@ def make_table(study, recorded):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('study', help="study file (Python: name, base, seeds, arms[, losses, scratch])")
     p.add_argument('--jobs', type=int, default=1, help="runs at a time; above 1 each gets OMP_NUM_THREADS=1")
     p.add_argument('--only', help="comma-separated arms to run (the table still covers every finished run)")
@@ -369,16 +400,19 @@ def main(argv=None):
     p.add_argument('--train', default=shlex.join(TRAIN), help="the training command (e.g. 'torchrun --nproc_per_node=8 train.py')")
     args = p.parse_args(argv)
     try:
-        study = load_study(args.study)
-        only = args.only.split(',') if args.only else None
+        train = shlex.split(args.train)
+        if not train:
+            raise ValueError("--train is empty")
+        runs_train_py = any(os.path.isfile(a) and os.path.samefile(a, os.path.join(HERE, 'train.py')) for a in train)
+        study = load_study(args.study, train_keys() if runs_train_py else None)
+        only = args.only.split(',') if args.only is not None else None
+        if only is not None and not all(only):
+            raise ValueError(f"--only takes comma-separated arm names, got {args.only!r}")
         unknown = [a for a in only or [] if a not in study['arms']]
         if unknown:
             raise ValueError(f"--only: no arm {unknown[0]!r} in {args.study} ({', '.join(study['arms'])})")
         if args.jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-        train = shlex.split(args.train)
-        if not train:
-            raise ValueError("--train is empty")
         recorded = read_recorded(study)
         if args.table:
             return make_table(study, recorded)

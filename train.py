@@ -153,6 +153,8 @@ def check_run(config, explicit, ckpt):
     if ckpt is None:  # the model's config, checked before anything else (vocab_size may come from the data)
         GPTConfig.from_dict({**{k: config[k] for k in model_keys}, 'vocab_size': config['vocab_size'] or 1})
     policy = choose(config['device'], config['dtype'], width=(ckpt['model_args'] if ckpt else config)['n_embd'])
+    if config['decay_lr'] and config['min_lr'] > config['learning_rate']:
+        raise ValueError(f"min_lr={config['min_lr']} exceeds learning_rate={config['learning_rate']}: the decay would raise it")
     return schedule, policy
 
 

