@@ -152,12 +152,12 @@ def print_frontier(front, train_tokens=None):
     print("## The frontier: scratch models at each FLOP budget (final val loss, mean ± sd over seeds, n)\n")
     for budget, f in front.items():
         print(f"### C = {budget:.3g} FLOPs\n")
-        print("| logical layers | params (non-embedding) | tokens | tokens/param |" + (" epochs |" if train_tokens else "")
+        print("| size (arm) | params (non-embedding) | tokens | tokens/param |" + (" epochs |" if train_tokens else "")
               + " final val loss |")
         print("|---:|---:|---:|---:|" + ("---:|" if train_tokens else "") + "---:|")
         for n, rs in f['sizes'].items():
             tokens = float(np.mean([r['tokens'] for r in rs]))
-            print(f"| {rs[0]['n_logical']:.0f} | {n:,.0f} | {tokens:,.0f} | {tokens / n:,.0f} |"
+            print(f"| {split_arm(rs[0]['arm'])[1]} | {n:,.0f} | {tokens:,.0f} | {tokens / n:,.0f} |"
                   + (f" {tokens / train_tokens:.2f} |" if train_tokens else "")
                   + f" {cell(stats([r['final_val_loss'] for r in rs]), 'loss')} |")
         seeds = f['seeds'].values()
