@@ -233,7 +233,7 @@ def answer(front, grown, budget):
           f"{describe([g['sp_equiv'] for g in mine if g['sp_equiv'] is not None], 'sp')}")
     verdict = np.mean([g['dL'] for g in mine if g['dL'] is not None] or [float('nan')])
     print("  -> " + ("grow: it ends below the frontier" if verdict < 0 else
-                     "train the N_opt model from scratch: no recipe measured here beats the frontier"))
+                     f"train the N_opt model from scratch: no recipe measured at C = {nearest:.3g} beats the frontier"))
 
 
 def plot(front, grown, path, plt):
