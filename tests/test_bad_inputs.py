@@ -485,8 +485,9 @@ TABLE = {case[0]: case[1:] for case in CASES + GROW_CASES + TRAIN_CASES + STUDY_
 def outcomes(root, request, tmp_path_factory):
     """The selected table cases, two at a time (each is mostly an interpreter and torch starting up: one per core),
     each in its own copy of the fixture tree -> {case: (process, changed files, the copy's path)}."""
-    wanted = [item.callspec.params['case'] for item in request.session.items
-              if item.originalname == 'test_bad_input_is_one_line_error']
+    wanted = [item.callspec.params['case'] for item in request.session.items  # this file's table (test_tokens.py has
+              if getattr(item, 'module', None) is request.module  # a test of the same name)
+              and item.originalname == 'test_bad_input_is_one_line_error']
     copies = tmp_path_factory.mktemp('cases')
 
     def run(case):
