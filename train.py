@@ -465,7 +465,7 @@ def grow_model(step):
     (fresh, or carrying the moments of tensors it copied). Under FSDP process 0 grows the gathered
     model and every process shards the result. Returns (model, optimizer, grown checkpoint: its
     'model' on process 0 only under FSDP)."""
-    from grow import grow  # only runs that grow need grow.py
+    from grow import Run, grow  # only runs that grow need grow.py
     if fsdp:
         from parallel import full_state_dict, load_full_state_dict
         weights = full_state_dict(raw_model)  # process 0: the whole model on the CPU; others: {}
@@ -475,7 +475,9 @@ def grow_model(step):
     if master_process or not fsdp:
         try:
             stream = data.stream('train', block_size, batch_size, (seed, 'train', 'grow', iter_num))
-            grown = grow([checkpoint_now(weights)], step['method'], seed=seed, batches=stream, **step['options'])
+            # LiGO / LESA train on the run's device, in float32 (as they always have: a run's numbers stay put)
+            run = Run(device, progress=progress and master_process)
+            grown = grow([checkpoint_now(weights)], step['method'], seed=seed, batches=stream, run=run, **step['options'])
         except (ValueError, FileNotFoundError) as e:
             error = str(e)
     if fsdp:  # the other processes need the grown architecture (and any error, not to wait forever)

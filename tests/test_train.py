@@ -288,3 +288,19 @@ def test_auto_dtype_is_bf16_where_the_cpu_computes_it(repo, data, tmp_path):
     assert 'dtype bfloat16 (' in p.stderr, p.stderr[-2000:]
     ev = records(tmp_path, 'eval')
     assert all(math.isfinite(r['val_loss']) for r in ev) and ev[-1]['val_loss'] < ev[0]['val_loss']
+
+
+def test_growth_operator_runs_on_the_runs_device(repo, data, tmp_path):
+    """train.py hands its device to the growth operator (grow.Run, which LiGO's and LESA's tensors follow:
+    tests/test_grow.py): a shim around grow.grow records the Run it is given."""
+    shim = ("import json, os, runpy, sys, grow\n"
+            "real = grow.grow\n"
+            "def spy(*a, run=None, **k):\n"
+            "    open(os.environ['SPY'], 'w').write(json.dumps(run and [run.device, run.progress]))\n"
+            "    return real(*a, run=run, **k)\n"
+            "grow.grow = spy\n"
+            "sys.argv = ['train.py', *sys.argv[1:]]\n"
+            "runpy.run_path('train.py', run_name='__main__')\n")
+    grow = ['--grow_at_iter=4', '--grow_method=ligo', "--grow_options={'n_layer': 4, 'ligo_steps': 1}", '--max_iters=5']
+    train(repo, data, tmp_path, *grow, '--device=cpu', cmd=(sys.executable, '-c', shim), env={'SPY': str(tmp_path / 'run.json')})
+    assert json.loads((tmp_path / 'run.json').read_text()) == ['cpu', False]  # TINY has --progress=False
