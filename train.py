@@ -38,6 +38,7 @@ from device import choose
 from model import ADAPTABLE_KEYS, GPT, GPTConfig
 from tokenizer import check_same_tokenizer
 from tokens import TokenData, rng_seed
+from tracking import open_trackers
 
 # -----------------------------------------------------------------------------
 # default config values: a GPT-2 (124M) shaped model on the default dataset
@@ -51,6 +52,11 @@ always_save_checkpoint = True  # last.pt at every eval; if False only at the end
 init_from = 'scratch'  # 'scratch' | 'resume' (out_dir/last.pt) | path/to/ckpt.pt | 'hf:<dir>' | 'llama2c:<file>'
 train_only = 'all'  # 'all' | 'adapters' | 'new' (blocks added by growth) | a regex over parameter names
 progress = True  # tqdm progress bar on rank 0 when stderr is a terminal
+# tracking beside log.jsonl (tracking.py): every log record also to Weights & Biases and/or TensorBoard
+wandb_log = False  # WANDB_MODE=offline writes out_dir/wandb without a network
+wandb_project = 'nanogrow'
+wandb_run_name = None  # None = out_dir's name
+tensorboard_log = False  # out_dir/tensorboard
 # data
 dataset = 'shakespeare_char'
 data_dir = None  # None = data/<dataset> next to this file
@@ -337,6 +343,12 @@ if write_files:
         sys.exit(f"error: cannot write to {out_dir}: {e}")
 
 
+try:
+    track = open_trackers(out_dir, config, wandb_log, tensorboard_log, wandb_project, wandb_run_name) if write_files else None
+except ValueError as e:
+    sys.exit(f"error: {e}")
+
+
 def log(**record):
     if write_files:
         try:
@@ -344,6 +356,8 @@ def log(**record):
                 f.write(json.dumps(record) + '\n')
         except OSError as e:  # a full disk: stop with the last checkpoint as it is
             sys.exit(f"error: cannot append to {log_path}: {e.strerror}")
+        if track:
+            track(record)
 
 
 def log_model():
