@@ -36,6 +36,7 @@ from checkpoint import build_model, check_out_path, load_any, make_checkpoint, r
 from configurator import resolve
 from device import choose
 from model import ADAPTABLE_KEYS, GPT, GPTConfig
+from profiling import start_profile
 from tokenizer import check_same_tokenizer
 from tokens import TokenData, rng_seed
 from tracking import open_trackers
@@ -99,6 +100,9 @@ backend = 'auto'  # torchrun runs: 'auto' (nccl on cuda, gloo otherwise) | 'nccl
 fsdp = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
 activation_checkpointing = False  # recompute each layer's activations in backward: less memory, ~1/3 more compute
 peak_flops = None  # per-device peak FLOP/s for mfu; None = 312e12 (A100 bf16) on cuda, no mfu elsewhere
+profile = False  # torch.profiler over a window of steps: trace, per-op table (+ CUDA memory snapshot) in out_dir/profile
+profile_start = 5  # iterations before the window (plus one profiler warm-up step)
+profile_steps = 3  # iterations recorded
 seed = 1337
 # -----------------------------------------------------------------------------
 defaults = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, list, dict, type(None)))}
@@ -561,6 +565,11 @@ def elapsed():  # seconds of training behind the current model, its sources' inc
 
 fpt = raw_model.flops_per_token()
 evaluated_at = iter_num if init_from == 'resume' and not eval_only else -1  # a run is saved right after an eval
+try:
+    prof = start_profile(os.path.join(out_dir, 'profile'), profile_start, profile_steps, device_type, say) \
+        if profile and master_process else None
+except ValueError as e:
+    sys.exit(f"error: {e}")
 pbar = tqdm(total=max_iters, initial=iter_num, disable=None if master_process and progress else True, dynamic_ncols=True)
 t_log, tokens_log = time.time(), 0
 while True:
@@ -615,6 +624,8 @@ while True:
 
     # forward, backward, update
     loss = train_step()
+    if prof:
+        prof.step()
     tokens_seen += tokens_per_iter
     flops_spent += tokens_per_iter * fpt
     tokens_log += tokens_per_iter
@@ -638,5 +649,7 @@ while True:
     iter_num += 1
 
 pbar.close()
+if prof:
+    prof.stop()  # writes the window if the run ended inside it
 if ddp:
     dist.destroy_process_group()

@@ -364,3 +364,27 @@ def test_trackers_get_every_log_record(repo, data, tmp_path):
     shim = "import sys, runpy; sys.modules['wandb'] = None; sys.argv = ['train.py', *sys.argv[1:]]; runpy.run_path('train.py')"
     p = train(repo, data, tmp_path / 'missing', '--wandb_log=True', cmd=(sys.executable, '-c', shim), check=False)
     assert p.returncode != 0 and p.stderr.strip().splitlines()[-1].startswith('error: wandb_log=True needs the wandb package')
+
+
+def test_profile_writes_a_trace_and_a_per_op_table_and_changes_no_number(repo, data, straight, tmp_path):
+    """profile=True: a window of steps under torch.profiler -> a Chrome/Perfetto trace, the per-op table (time,
+    FLOPs, memory) and ops.json, which bench.py summarises; the run's numbers are the unprofiled run's."""
+    from profiling import summary
+    p = train(repo, data, tmp_path, '--profile=True', '--profile_start=1', '--profile_steps=2')
+    assert losses(tmp_path) == losses(straight)
+    prof = tmp_path / 'profile'
+    [trace] = prof.glob('*.pt.trace.json')
+    events = json.loads(trace.read_text())['traceEvents']
+    assert sum(e.get('name') == 'ProfilerStep#3' for e in events) == 1 and any(e.get('name') == 'aten::mm' for e in events)
+    header = (prof / 'ops.txt').read_text().splitlines()[1]
+    assert all(column in header for column in ('Self CPU %', 'CPU total', 'Self CPU Mem', '# of Calls', 'FLOPs'))
+    ops = {o['name']: o for o in json.loads((prof / 'ops.json').read_text())['ops']}
+    assert ops['aten::mm']['flops'] > 0 and ops['aten::mm']['self_cpu_us'] > 0 and ops['aten::mm']['calls'] > 0
+    assert f"profile: 2 steps in {prof}" in p.stderr
+    header, rows, totals = summary(prof)
+    assert totals['steps'] == 2 and totals['gflop_per_step'] > 0 and len(rows) == 15 and 'aten::mm' in [r[0] for r in rows]
+    b = subprocess.run([sys.executable, 'bench.py', '--only=profile', f'--profile_dir={prof}'], cwd=repo, env=ENV,
+                       capture_output=True, text=True, timeout=120)
+    assert b.returncode == 0 and '| aten::mm |' in b.stdout, b.stderr[-2000:]
+    bad = train(repo, data, tmp_path / 'bad', '--profile=True', '--profile_steps=0', check=False)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1] == 'error: profile_steps must be an integer >= 1, got 0'
