@@ -360,10 +360,9 @@ class CausalSelfAttention(nn.Module):
             if cache[0] is not None:
                 k, v = torch.cat((cache[0], k), dim=2), torch.cat((cache[1], v), dim=2)
             cache[0], cache[1] = k, v
-        if self.n_kv_head != self.n_head:
-            rep = self.n_head // self.n_kv_head
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         S = k.size(2)
+        # an explicit mask (attention windows, decoding after a cached prefix) rules out the flash kernel on a GPU:
+        # SDPA then runs the memory-efficient or the math kernel; plain causal training keeps flash
         mask, causal = None, offset == 0 and not window
         if not causal and (T > 1 or (window and S > window)):
             i = torch.arange(offset, offset + T, device=x.device)[:, None]
@@ -372,7 +371,8 @@ class CausalSelfAttention(nn.Module):
             if window:
                 mask = mask & (i - j < window)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and T > 1,
-                                           dropout_p=self.attn_dropout if self.training else 0.0, scale=self.scale)
+                                           dropout_p=self.attn_dropout if self.training else 0.0, scale=self.scale,
+                                           enable_gqa=self.n_kv_head != self.n_head)  # each kv head serves a group of query heads, no copies
         y = y.transpose(1, 2).contiguous().view(B, T, -1)
         return self.resid_dropout(adapter.run('attn_out', self.c_proj, y))
 
