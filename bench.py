@@ -8,6 +8,8 @@ Benchmarks on the machine at hand (CPU first). Each section prints a markdown ta
             processes), and parameter counts as tied repeats are added
   loss      (not in the default run) loss after loss_iters steps per mode, to check that a faster
             mode learns the same; each mode runs with two seeds, whose gap shows the noise
+  profile   (not in the default run; needs --profile_dir) the summary of a train.py --profile=True window:
+            the top ops by self time with calls, ms, GFLOP and GFLOP/s per step and self memory
   nanogpt   (not in the default run; needs --nanogpt=<a nanoGPT checkout> and --data_dir) nanogrow's
             train.py and nanoGPT's train.py side by side: same model, optimizer, lr schedule and data,
             each run side_iters iterations, taking turns side_rounds times; prints each program's
@@ -21,6 +23,7 @@ $ python bench.py                                  # train, adapters, generate, 
 $ python bench.py --only=train --modes=fp32-eager --threads=1
 $ python bench.py --only=loss --data_dir=data/shakespeare_char
 $ python bench.py --json                          # one JSON object instead of tables
+$ python bench.py --only=profile --profile_dir=out/profile   # after train.py ... --profile=True --out_dir=out
 $ python bench.py --only=nanogpt --nanogpt=../nanoGPT --data_dir=data/shakespeare_char \
     --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --batch_size=8 --bias=False --side_iters=500 --side_rounds=1
 The machine is measured as it is: other busy processes slow every number (the tables report how
@@ -43,6 +46,7 @@ import torch
 from configurator import configure
 from device import choose
 from model import GPT, GPTConfig
+from profiling import summary
 
 defaults = dict(
     only='train,adapters,generate,memory',  # comma-separated sections; 'loss' is extra (~1-2 min)
@@ -67,6 +71,7 @@ defaults = dict(
     side_eval_iters=20,  # batches per split in each program's eval
     side_dtype='auto',  # nanogrow's --dtype there
     side_compile=False,  # --compile for both programs
+    profile_dir='',   # profile section: a train.py profile directory (out_dir/profile)
     seed=1337,
     json=False,
 )
@@ -75,9 +80,14 @@ with redirect_stdout(sys.stderr):  # keep stdout for the tables (or the JSON)
 as_json = config.pop('json')  # the flag shares its name with the module
 globals().update(config)
 sections = [s for s in only.split(',') if s]
-bad = sorted(set(sections) - {'train', 'adapters', 'generate', 'memory', 'loss', 'nanogpt'})
+bad = sorted(set(sections) - {'train', 'adapters', 'generate', 'memory', 'loss', 'nanogpt', 'profile'})
 if bad:
-    sys.exit(f"error: unknown section(s) {bad} in --only; valid: train, adapters, generate, memory, loss, nanogpt")
+    sys.exit(f"error: unknown section(s) {bad} in --only; valid: train, adapters, generate, memory, loss, nanogpt, profile")
+if 'profile' in sections:
+    try:
+        profile_summary = summary(profile_dir)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
 if 'nanogpt' in sections:
     if not (nanogpt and os.path.isfile(os.path.join(nanogpt, 'train.py'))):
         sys.exit(f"error: --nanogpt={nanogpt!r} is not a nanoGPT checkout (no train.py there)")
@@ -360,6 +370,7 @@ if 'generate' in sections:
 CHILD = r"""
 import json, resource, sys, torch
 from model import GPT, GPTConfig
+from profiling import summary
 
 def rss_kib(field):
     try:
@@ -524,6 +535,12 @@ if 'nanogpt' in sections:
           f"n_embd={n_embd} block_size={block_size} batch_size={batch_size} bias={bias}, {side_iters} iterations per run, "
           f"val loss on {side_eval_iters} batches (each program's own eval); load average {load_before[0]:.1f} -> {load_after[0]:.1f}",
           ['program', 'dtype', f'ms/iter ({clock} clock)', 'tok/s', 'ms/iter per run', 'val loss per run', 'speed vs nanoGPT'], rows)
+
+if 'profile' in sections:
+    header, rows, totals = profile_summary
+    results['profile'] = dict(totals, top=[dict(zip(header, r)) for r in rows])
+    table(f"profile {profile_dir}: {totals['steps']} steps, {totals['ms_per_step']:.1f} ms of op self time per step, "
+          f"{totals['gflop_per_step']:.3f} GFLOP per step ({totals['gflops']:.1f} GFLOP/s over the ops' time)", header, rows)
 
 load = others_load(start)
 results['machine']['others_load_during_run'] = load

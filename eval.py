@@ -416,9 +416,10 @@ def encode_pair(tok, context, choice):
 
 
 @torch.no_grad()
-def choice_logprobs(model, seqs, device):
+def choice_logprobs(model, seqs, device, ctx):
     """Sum of log p(choice tokens | context) for each encoded (context, choice) pair; one right-padded batch,
-    left-truncated to block_size."""
+    left-truncated to block_size, run under ctx (the autocast of --dtype). Causal attention: the padding after a
+    row changes none of its log-probabilities."""
     T = model.config.block_size
     rows = [(ctx + cont)[-(T + 1):] for ctx, cont in seqs]
     L = max(len(r) for r in rows) - 1
@@ -426,7 +427,8 @@ def choice_logprobs(model, seqs, device):
     y = torch.full((len(rows), L), -1, dtype=torch.long)
     for i, r in enumerate(rows):
         x[i, :len(r) - 1], y[i, :len(r) - 1] = torch.tensor(r[:-1]), torch.tensor(r[1:])
-    logits, _ = model(x.to(device))
+    with ctx:
+        logits, _ = model(x.to(device))
     logp = F.log_softmax(logits.float(), dim=-1).cpu()
     out = []
     for i, (r, (_, cont)) in enumerate(zip(rows, seqs)):
@@ -438,7 +440,7 @@ def choice_logprobs(model, seqs, device):
 
 def cmd_mc(args):
     from tokenizer import get_tokenizer
-    device, _ = setup(args)
+    device, ctx = setup(args)
     model, meta = load_model(args.checkpoint, device)
     if meta is None:
         raise ValueError(f"{args.checkpoint} carries no tokenizer")
@@ -472,10 +474,14 @@ def cmd_mc(args):
     if not examples:
         raise ValueError(f"{args.file}: no examples")
     examples = examples[:args.limit] if args.limit else examples
+    seqs = [seq for ex in examples for seq in ex['seqs']]  # every (context, choice) pair, --batch_size per forward
+    flat = []
+    for i in tqdm(range(0, len(seqs), args.batch_size), desc='mc', leave=False):
+        flat += choice_logprobs(model, seqs[i:i + args.batch_size], device, ctx)
     hits = hits_norm = 0
     preds = []
-    for ex in tqdm(examples, desc='mc', leave=False):
-        lp = choice_logprobs(model, ex['seqs'], device)
+    for ex in examples:
+        lp, flat = flat[:len(ex['seqs'])], flat[len(ex['seqs']):]
         norm = [s / max(1, len(c.encode('utf-8'))) for s, c in zip(lp, ex['choices'])]  # per byte of the choice
         pred, pred_norm = int(np.argmax(lp)), int(np.argmax(norm))
         hits += pred == int(ex['label'])

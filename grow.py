@@ -8,6 +8,7 @@ $ python grow.py --method map --map "a:0-5,b:3-7" --out out/fm.pt a.pt b.pt     
 $ python grow.py --method map --yaml slices.yml --out out/fm.pt                   # mergekit passthrough
 $ python grow.py --method width --factor 2 --out out/wide.pt a.pt                 # Net2Net, exact
 $ python grow.py --method width --init zero --n_embd 192 --out out/wide.pt a.pt   # G_zero in width, exact
+$ python grow.py --method ligo --n_layer 8 --data data/x --device cuda --dtype bfloat16 --out out/ligo.pt a.pt
 
 Library: grow(sources, method, **options) -> checkpoint dict (sources are loaded checkpoint dicts);
 check_options(method, options) and check_growth_schedule(steps) (train.py's) validate methods and
@@ -33,6 +34,7 @@ import math
 import os
 import re
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -40,6 +42,7 @@ import torch
 
 from checkpoint import load_any, make_checkpoint, save_checkpoint, strip_prefixes
 from configurator import ArgumentParser, check_out_path
+from device import choose
 from lesa import lesa_layers, svd
 from model import GPT, GPTConfig, Adapter, LoRA, LORA_TARGETS, PER_SOURCE_KEYS, lora_scale
 from tokenizer import check_same_tokenizer
@@ -506,7 +509,7 @@ def random_layers(src, every=None, n_layer=None):
     return place(src, plan)
 
 
-def lesa(src, lesa_range=None, lesa_lambda=5e-4, lesa_epochs=10, lesa_hidden=256, lesa_lr=1e-3, lesa_batch=64,
+def lesa(src, run, lesa_range=None, lesa_lambda=5e-4, lesa_epochs=10, lesa_hidden=256, lesa_lr=1e-3, lesa_batch=64,
          lesa_max_rows=2048):
     """LESA (Learnable LLM Layer Scaling-Up, 2025, arXiv 2502.13794; lesa.py): a new layer before each
     layer i in lesa_range 'lo:hi' (default the upper half: L//2 : L, 1.5x depth), predicted from its two
@@ -525,7 +528,8 @@ def lesa(src, lesa_range=None, lesa_lambda=5e-4, lesa_epochs=10, lesa_hidden=256
     lo, hi = (int(rng.group(1)), int(rng.group(2))) if rng else (-1, -1)
     if not 1 <= lo < hi <= L:
         raise ValueError(f"lesa_range {lesa_range!r}: use 'lo:hi' with 1 <= lo < hi <= {L} (a new layer before each layer lo..hi-1)")
-    new, stats = lesa_layers(layers, s.args, lo, hi, lesa_lambda, lesa_epochs, lesa_hidden, lesa_lr, lesa_batch, lesa_max_rows)
+    new, stats = lesa_layers(layers, s.args, lo, hi, lesa_lambda, lesa_epochs, lesa_hidden, lesa_lr, lesa_batch, lesa_max_rows,
+                             device=run.device, progress=run.progress)
     plan = []
     for i, t in enumerate(layers):
         if i in new:
@@ -719,13 +723,14 @@ def tie(src, n_layer=None, init='average', lora_rank=None, lora_alpha=16.0):
     layers = [dict(origin=f'a:{l}', new=False, block=l % K) for l in range(L)]
     return Grown(blocks=blocks, layers=layers, args=args, adapters=adapters, info=dict(trainable='all', shared_init=picked))
 
-def learned(src, batches, n_layer=None, n_embd=None, mlp_hidden=None, depth_init='stack', ligo_steps=100, ligo_lr=1e-2):
+def learned(src, batches, run, n_layer=None, n_embd=None, mlp_hidden=None, depth_init='stack', ligo_steps=100, ligo_lr=1e-2):
     """G_learn: LiGO (ligo.py), from one source or several (their layers mixed in depth, or side by side
     in width). The operator's own training (ligo_steps steps on `batches`) is counted as the grown
     model's cost: its tokens, FLOPs and time go into the checkpoint's totals."""
     import ligo  # only this method needs it
     sd, args, info = ligo.grow([(s.args, s.state_dict()) for s in src], n_layer=n_layer, n_embd=n_embd,
-                               mlp_hidden=mlp_hidden, depth_init=depth_init, batches=batches, steps=ligo_steps, lr=ligo_lr)
+                               mlp_hidden=mlp_hidden, depth_init=depth_init, batches=batches, steps=ligo_steps, lr=ligo_lr,
+                               device=run.device, autocast=run.autocast, progress=run.progress)
     blocks, rest = split_layers(sd, args['n_layer'])
     layers = [dict(origin='ligo', new=False, block=i) for i in range(len(blocks))]
     operator = dict(tokens=info['tokens'], flops=info['flops'], time=info['time'])
@@ -745,6 +750,16 @@ class Method(NamedTuple):
     needs_data: bool = False  # build also gets batches=, an iterator of (x, y) training batches
     needs_one_of: tuple = ()  # options of which it needs at least one (what to build)
     takes_head: bool = False  # build also gets head_from=, grow()'s head_from as given (None: its own rule)
+    trains: bool = False      # build also gets run=, a Run: it trains or fits something, on run.device
+
+
+class Run(NamedTuple):
+    """Where and how an operator that trains or fits runs: the device its tensors live on, the
+    mixed-precision context it trains under (a callable, as device.Policy.autocast) and whether it
+    shows a progress bar."""
+    device: str = 'cpu'
+    autocast: object = nullcontext
+    progress: bool = False
 
 
 DUPLICATES = ('noise', 'tied', 'lora_rank', 'lora_alpha', 'ia3', 'adapter_layers')  # place(): how duplicates are made
@@ -763,14 +778,14 @@ METHODS = {
                         "LLaMA Pro / G_zero in depth: identity blocks (zero output projections), exact"),
     'random': Method(random_layers, ('every', 'n_layer'), 1, "G_random in depth: freshly initialised blocks"),
     'lesa': Method(lesa, ('lesa_range', 'lesa_lambda', 'lesa_epochs', 'lesa_hidden', 'lesa_lr', 'lesa_batch',
-                          'lesa_max_rows'), 1, "LESA: intermediate layers predicted from their neighbours"),
+                          'lesa_max_rows'), 1, "LESA: intermediate layers predicted from their neighbours", trains=True),
     'width': Method(width, ('factor', 'n_embd', 'mlp_hidden', 'init', 'noise'), 1,
                     "wider residual (and heads), MLP hidden: net2net copies (G_direct), zero (G_zero), random (G_random)"),
     'tie': Method(tie, ('n_layer', 'init', 'lora_rank', 'lora_alpha'), 1,
                   "Relaxed Recursive Transformer: shared blocks looped, SVD-initialised LoRA per layer"),
     'ligo': Method(learned, ('n_layer', 'n_embd', 'mlp_hidden', 'depth_init', 'ligo_steps', 'ligo_lr'), None,
                    "LiGO / G_learn in depth and width: a learned linear map from the sources' weights", needs_data=True,
-                   needs_one_of=('n_layer', 'n_embd', 'mlp_hidden')),
+                   needs_one_of=('n_layer', 'n_embd', 'mlp_hidden'), trains=True),
 }
 
 
@@ -806,11 +821,12 @@ def check_growth_schedule(steps):
     return out
 
 
-def grow(sources, method, names=None, head_from=None, seed=0, batches=None, **options):
+def grow(sources, method, names=None, head_from=None, seed=0, batches=None, run=Run(), **options):
     """sources: loaded checkpoint dicts; names: optional names for them (map/yaml/head_from also take
     letters a, b, ...); head_from: the source of embeddings, final norm, head and tokenizer (default the
     first; given explicitly it also overrides map's YAML rule). batches: training batches, for methods
-    that learn from data. Returns a new checkpoint dict; randomness (noise, new inits, LESA) is seeded
+    that learn from data. run: where operators that train or fit (LiGO, LESA) run (a Run: device,
+    autocast, progress bar). Returns a new checkpoint dict; randomness (noise, new inits, LESA) is seeded
     by `seed` and leaves the caller's RNG state alone. Unchanged tensors are shared with the sources,
     never modified."""
     m = check_options(method, options)
@@ -836,6 +852,8 @@ def grow(sources, method, names=None, head_from=None, seed=0, batches=None, **op
         extra = dict(batches=batches) if m.needs_data else {}
         if m.takes_head:
             extra['head_from'] = head_from
+        if m.trains:
+            extra['run'] = run
         out = m.build(src, **options, **extra)
     args = {**head.args, **out.args}
     sd = dict(head.rest if out.rest is None else out.rest)
@@ -887,6 +905,8 @@ def main(argv=None):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--data', help="prepared data directory (train.bin, val.bin, meta.json) for methods that learn from data")
     p.add_argument('--batch_size', type=int, default=8, help="with --data: sequences per training batch")
+    p.add_argument('--device', default='auto', help="where LiGO and LESA train/fit: auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps")
+    p.add_argument('--dtype', default='float32', help="LiGO's training autocast: float32 | bfloat16 | float16 | auto (device.py's policy)")
     g = p.add_argument_group('depth')
     g.add_argument('--factor', type=int, help="stack: repeats (default 2); interleave: copies per layer; width: x size")
     g.add_argument('--n_layer', type=int, help="target depth (stack/interleave/dus/llama_pro/random) or shared blocks (tie)")
@@ -918,10 +938,12 @@ def main(argv=None):
     a = p.parse_args(argv)
     try:
         options = {k: v for k, v in vars(a).items()
-                   if k not in ('sources', 'method', 'out', 'head_from', 'seed', 'data', 'batch_size') and v is not None and v is not False}
+                   if k not in ('sources', 'method', 'out', 'head_from', 'seed', 'data', 'batch_size', 'device', 'dtype')
+                   and v is not None and v is not False}
         method = check_options(a.method, options)
         if a.batch_size < 1:
             raise ValueError(f"--batch_size must be >= 1, got {a.batch_size}")
+        policy = choose(a.device, a.dtype)
         if a.data is not None and not method.needs_data:
             raise ValueError(f"--data does not apply to method {a.method} (it learns nothing from data)")
         names, paths = [], []
@@ -958,7 +980,8 @@ def main(argv=None):
             if data.meta and sources[0].get('tokenizer'):  # ids of another tokenizer would train the operator on noise
                 check_same_tokenizer(os.path.join(a.data, 'meta.json'), data.meta, sources[0]['tokenizer'])
             batches = data.stream('train', block_size, a.batch_size, (a.seed, 'train', 'grow'))
-        grown = grow(sources, a.method, names=names, head_from=a.head_from, seed=a.seed, batches=batches, **options)
+        run = Run(policy.device, policy.autocast, progress=True)
+        grown = grow(sources, a.method, names=names, head_from=a.head_from, seed=a.seed, batches=batches, run=run, **options)
         for info, pth, ck in zip(grown['provenance']['sources'], paths, sources):
             info.update(path=pth, **({'sha256': sha256(pth)} if os.path.isfile(pth) else {'weights_sha256': weights_sha256(ck['model'])}))
         save_checkpoint(grown, a.out)

@@ -7,6 +7,7 @@ import contextlib
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
 
 @contextlib.contextmanager
@@ -55,15 +56,16 @@ def matrix_types(args):
     return types
 
 
-def fit_predictor(V, hidden, epochs, lr, batch, lam, max_rows):
+def fit_predictor(V, hidden, epochs, lr, batch, lam, max_rows, bar):
     """LESA's G_W on V [r, L, in] (layer l's coefficients V[:, l]): samples are the rows k of the layer
     triples t, input (V[k, t-1], V[k, t+1]), target V[k, t]; batches are gathered on the fly rather
     than materialising the (L-2)*r x 3*in data. MLP 2*in -> hidden -> hidden -> in (ReLU); loss
     (1-lam) MSE + lam (|out| - |Y|)^2 with norms over the whole batch, which keeps predictions from
-    shrinking toward the mean. Each epoch draws at most max_rows samples."""
+    shrinking toward the mean. Each epoch draws at most max_rows samples. The net lives on V's device;
+    bar (tqdm) advances by one per epoch and shows the loss."""
     r, L, n_in = V.shape
     net = nn.Sequential(nn.Linear(2 * n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                        nn.Linear(hidden, n_in))
+                        nn.Linear(hidden, n_in)).to(V.device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr)
     with one_thread(), torch.enable_grad():  # small matmuls
         for _ in range(epochs):
@@ -74,10 +76,12 @@ def fit_predictor(V, hidden, epochs, lr, batch, lam, max_rows):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+            bar.set_postfix(loss=f"{loss.item():.4g}")
+            bar.update()
     return net.requires_grad_(False), loss.item()
 
 
-def lesa_layers(layers, args, lo, hi, lam, epochs, hidden, lr, batch, max_rows):
+def lesa_layers(layers, args, lo, hi, lam, epochs, hidden, lr, batch, max_rows, device='cpu', progress=False):
     """LESA (Learnable LLM Layer Scaling-Up, 2025, arXiv 2502.13794): per matrix type, SVD of all layers'
     weights side by side, W = [W_0 .. W_L-1] = (U S) [V_0 .. V_L-1]; an MLP learns V_i from (V_i-1, V_i+1);
     a new layer between layers i-1 and i gets (U S) G(V_i-1, V_i). Norm gains and biases are not in
@@ -87,6 +91,8 @@ def lesa_layers(layers, args, lo, hi, lam, epochs, hidden, lr, batch, max_rows):
     rows (samples) per matrix type: all rows of a 12x768 model for 10 epochs are ~3.5e12 FLOPs,
     minutes on 2 CPU cores; small models (<= 2048 rows) are unaffected.
     layers: the source's per-layer {suffix: tensor}; a new layer goes before each layer lo..hi-1.
+    device: where the SVDs and the predictors run (the new layers come back to the sources' device);
+    progress: a tqdm bar over all predictors' epochs, with the loss, on a terminal.
     -> ({i: the new layer's tensors}, per matrix type the predictor's loss and norm ratios)."""
     L = len(layers)
     types = matrix_types(args)
@@ -94,20 +100,24 @@ def lesa_layers(layers, args, lo, hi, lam, epochs, hidden, lr, batch, max_rows):
     new = {i: {k: (layers[i - 1][k] + layers[i][k]) / 2 for k in layers[i] if k not in matrices} for i in range(lo, hi)}
     predicted = {i: {} for i in new}
     stats = {}
+    bar = tqdm(total=len(types) * epochs, desc='lesa', unit='epoch', disable=None if progress else True, leave=False,
+               dynamic_ncols=True)
     for name, key, rows in types:
-        W = torch.cat([layer[key][rows] for layer in layers], dim=1)
+        bar.set_description(f"lesa {name}")
+        W = torch.cat([layer[key][rows] for layer in layers], dim=1).to(device)
         n_in = W.shape[1] // L
         US, Vh = svd(W)
         del W
         V = Vh.reshape(-1, L, n_in)  # V[:, l]: layer l's coefficients in the shared basis US
-        net, loss = fit_predictor(V, hidden, epochs, lr, batch, lam, max_rows)
+        net, loss = fit_predictor(V, hidden, epochs, lr, batch, lam, max_rows, bar)
         ratios = []
         for i in new:
             W = US @ net(torch.cat([V[:, i - 1], V[:, i]], dim=1))
-            predicted[i].setdefault(key, []).append(W)
+            predicted[i].setdefault(key, []).append(W.to(layers[i][key].device))
             ratios.append(2 * W.norm().item() / (layers[i - 1][key][rows].norm().item() + layers[i][key][rows].norm().item()))
         stats[name] = dict(loss=round(loss, 6), norm_ratio=[round(r, 4) for r in ratios])
         del US, Vh, V
+    bar.close()
     for i, parts in predicted.items():
         for key, ws in parts.items():
             new[i][key] = torch.cat(ws).to(layers[i][key].dtype)  # q|k|v back into c_attn

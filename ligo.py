@@ -35,6 +35,7 @@ import torch.nn as nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
 
 from checkpoint import strip_prefixes
 from model import GPT, GPTConfig, rope_tables
@@ -265,12 +266,13 @@ def grown_config(sources, n_layer, n_embd, mlp_hidden, depth_init):
 
 
 def grow(sources, n_layer=None, n_embd=None, mlp_hidden=None, depth_init='stack', batches=None, steps=100,
-         lr=1e-2, device='cpu', autocast=nullcontext):
+         lr=1e-2, device='cpu', autocast=nullcontext, progress=False):
     """Grow plain sources [(model_args, state_dict), ...] with LiGO. The operator starts as depth_init
     (stack | interleave) in depth and Net2Net / side-by-side copies in width, then trains `steps` Adam
     steps (learning rate lr; lr / source size for the width maps) on the grown model's LM loss over
     `batches`, an iterable of (X, Y) token tensors (B, T), with the sources frozen. autocast: a callable
-    giving the caller's mixed-precision context. Returns (state_dict on the CPU in the sources' dtype,
+    giving the caller's mixed-precision context; device: where the operator and the grown model's
+    forward run (the sources are moved there); progress: a tqdm bar (step, loss) on a terminal. Returns (state_dict on the CPU in the sources' dtype,
     model_args, info); info counts the operator's training: steps, tokens, FLOPs, losses, wall time.
     The sources are not modified."""
     t0 = time.time()
@@ -306,7 +308,8 @@ def grow(sources, n_layer=None, n_embd=None, mlp_hidden=None, depth_init='stack'
     opt = torch.optim.Adam(groups) if steps else None
     batches = iter(batches) if steps else None
     losses, tokens = [], 0
-    for step in range(steps):
+    bar = tqdm(range(steps), desc='ligo', unit='step', disable=None if progress else True, leave=False, dynamic_ncols=True)
+    for step in bar:
         try:
             X, Y = next(batches)
         except StopIteration:
@@ -325,6 +328,8 @@ def grow(sources, n_layer=None, n_embd=None, mlp_hidden=None, depth_init='stack'
         opt.step()
         losses.append(loss.item())
         tokens += X.numel()
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    bar.close()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         sd = op.tensors()
     dtype = next(iter(src[0][1].values())).dtype

@@ -360,10 +360,12 @@ class CausalSelfAttention(nn.Module):
             if cache[0] is not None:
                 k, v = torch.cat((cache[0], k), dim=2), torch.cat((cache[1], v), dim=2)
             cache[0], cache[1] = k, v
-        if self.n_kv_head != self.n_head:
+        if self.n_kv_head != self.n_head:  # (SDPA's enable_gqa skips the copies, but rounds the kv gradients otherwise)
             rep = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         S = k.size(2)
+        # an explicit mask (attention windows, decoding after a cached prefix) rules out the flash kernel on a GPU:
+        # SDPA then runs the memory-efficient or the math kernel; plain causal training keeps flash
         mask, causal = None, offset == 0 and not window
         if not causal and (T > 1 or (window and S > window)):
             i = torch.arange(offset, offset + T, device=x.device)[:, None]

@@ -312,14 +312,35 @@ def finish(job, study):
     return False
 
 
+def eta(pending, running, walls, jobs):
+    """Seconds until the runs left are done, from recorded wall times ({arm: [seconds]}, done.json's): each run
+    counts as its arm's mean (the mean over all arms for an arm not timed yet), a running one less the time it has
+    run, spread over `jobs` at a time; None before any run is timed."""
+    every = [w for ws in walls.values() for w in ws]
+    if not every:
+        return None
+    mean = lambda arm: sum(walls.get(arm) or every) / len(walls.get(arm) or every)
+    left = sum(mean(r['arm']) for r in pending) + sum(max(0.0, mean(j['arm']) - (time.time() - j['t0'])) for j in running)
+    return left / jobs
+
+
+def progress(n_done, pending, running, walls, jobs):
+    """'runs: 3 done, 1 running, 4 to go, ETA ~12 min' (the study's runs, including those finished before)."""
+    left = eta(pending, running, walls, jobs)
+    when = 'ETA after the first run' if left is None else f"ETA ~{left / 60:.0f} min ({time.strftime('%H:%M', time.localtime(time.time() + left))})"
+    return f"runs: {n_done} done, {len(running)} running, {len(pending)} to go, {when}"
+
+
 def interrupted(signum, frame):
     raise KeyboardInterrupt
 
 
-def run_all(todo, study, train, jobs, done=()):
+def run_all(todo, study, train, jobs, done=(), walls=None):
     """Run the runs `jobs` at a time, each once the runs it needs are done (`done`: finished before); -> names of the
-    failed runs, in the study's order. Ctrl-C/SIGTERM: stop the running ones (they save last.pt) and exit 130."""
+    failed runs, in the study's order. walls: {arm: [wall seconds]} of finished runs, for the ETA printed after each
+    run. Ctrl-C/SIGTERM: stop the running ones (they save last.pt) and exit 130."""
     pending, running, failed, done = list(todo), [], [], set(done)
+    walls = {arm: list(ws) for arm, ws in (walls or {}).items()}
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
         while pending or running:
@@ -338,7 +359,12 @@ def run_all(todo, study, train, jobs, done=()):
                     launch(job)  # the pre-step went well: the next one, or train.py
                     continue
                 running.remove(job)
-                (done.add if finish(job, study) else failed.append)(job['name'])
+                if finish(job, study):
+                    done.add(job['name'])
+                    walls.setdefault(job['arm'], []).append(time.time() - job['t0'])
+                    print(progress(len(done), pending, running, walls, jobs))
+                else:
+                    failed.append(job['name'])
             time.sleep(0.2)
     except KeyboardInterrupt:
         print(f"\nstopping {len(running)} run(s) as train.py stops on SIGTERM, saving last.pt (Ctrl-C again kills them)",
@@ -446,7 +472,13 @@ def main(argv=None):
         print(f"study {study['name']}: {len(runs)} runs, {len(runs) - len(todo)} done (skipped"
               + (f"; {earlier} recorded in {results_path(study)}.* by an earlier session" if earlier else '')
               + f"), {len(todo)} to run, {args.jobs} at a time")
-        failed = run_all(todo, study, train, args.jobs, done=[n for n, st in states.items() if st in ('done', 'recorded')])
+        walls = {}
+        for r in runs:
+            wall = (read_json(os.path.join(r['out_dir'], 'done.json')) or {}).get('wall_seconds')
+            if states[r['name']] == 'done' and wall is not None:
+                walls.setdefault(r['arm'], []).append(wall)
+        failed = run_all(todo, study, train, args.jobs, done=[n for n, st in states.items() if st in ('done', 'recorded')],
+                         walls=walls)
         if failed:
             print(f"{len(failed)} run(s) failed: {', '.join(failed)}")
         make_table(study, recorded)

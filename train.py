@@ -36,8 +36,10 @@ from checkpoint import build_model, check_out_path, load_any, make_checkpoint, r
 from configurator import resolve
 from device import choose
 from model import ADAPTABLE_KEYS, GPT, GPTConfig
+from profiling import start_profile
 from tokenizer import check_same_tokenizer
 from tokens import TokenData, rng_seed
+from tracking import open_trackers
 
 # -----------------------------------------------------------------------------
 # default config values: a GPT-2 (124M) shaped model on the default dataset
@@ -51,6 +53,11 @@ always_save_checkpoint = True  # last.pt at every eval; if False only at the end
 init_from = 'scratch'  # 'scratch' | 'resume' (out_dir/last.pt) | path/to/ckpt.pt | 'hf:<dir>' | 'llama2c:<file>'
 train_only = 'all'  # 'all' | 'adapters' | 'new' (blocks added by growth) | a regex over parameter names
 progress = True  # tqdm progress bar on rank 0 when stderr is a terminal
+# tracking beside log.jsonl (tracking.py): every log record also to Weights & Biases and/or TensorBoard
+wandb_log = False  # WANDB_MODE=offline writes out_dir/wandb without a network
+wandb_project = 'nanogrow'
+wandb_run_name = None  # None = out_dir's name
+tensorboard_log = False  # out_dir/tensorboard
 # data
 dataset = 'shakespeare_char'
 data_dir = None  # None = data/<dataset> next to this file
@@ -95,6 +102,9 @@ backend = 'auto'  # torchrun runs: 'auto' (nccl on cuda, gloo otherwise) | 'nccl
 fsdp = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP
 activation_checkpointing = False  # recompute each layer's activations in backward: less memory, ~1/3 more compute
 peak_flops = None  # per-device peak FLOP/s for mfu; None = 312e12 (A100 bf16) on cuda, no mfu elsewhere
+profile = False  # torch.profiler over a window of steps: trace, per-op table (+ CUDA memory snapshot) in out_dir/profile
+profile_start = 5  # iterations before the window (plus one profiler warm-up step)
+profile_steps = 3  # iterations recorded
 seed = 1337
 # -----------------------------------------------------------------------------
 defaults = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, list, dict, type(None)))}
@@ -355,6 +365,12 @@ if write_files:
         sys.exit(f"error: cannot write to {out_dir}: {e}")
 
 
+try:
+    track = open_trackers(out_dir, config, wandb_log, tensorboard_log, wandb_project, wandb_run_name) if write_files else None
+except ValueError as e:
+    sys.exit(f"error: {e}")
+
+
 def log(**record):
     if write_files:
         try:
@@ -362,6 +378,8 @@ def log(**record):
                 f.write(json.dumps(record) + '\n')
         except OSError as e:  # a full disk: stop with the last checkpoint as it is
             sys.exit(f"error: cannot append to {log_path}: {e.strerror}")
+        if track:
+            track(record)
 
 
 def log_model():
@@ -489,7 +507,7 @@ def grow_model(step):
     (fresh, or carrying the moments of tensors it copied). Under FSDP process 0 grows the gathered
     model and every process shards the result. Returns (model, optimizer, grown checkpoint: its
     'model' on process 0 only under FSDP)."""
-    from grow import grow  # only runs that grow need grow.py
+    from grow import Run, grow  # only runs that grow need grow.py
     if fsdp:
         from parallel import full_state_dict, load_full_state_dict
         weights = full_state_dict(raw_model)  # process 0: the whole model on the CPU; others: {}
@@ -499,7 +517,9 @@ def grow_model(step):
     if master_process or not fsdp:
         try:
             stream = data.stream('train', block_size, batch_size, (seed, 'train', 'grow', iter_num))
-            grown = grow([checkpoint_now(weights)], step['method'], seed=seed, batches=stream, **step['options'])
+            # LiGO / LESA train on the run's device, in float32 (as they always have: a run's numbers stay put)
+            run = Run(device, progress=progress and master_process)
+            grown = grow([checkpoint_now(weights)], step['method'], seed=seed, batches=stream, run=run, **step['options'])
         except (ValueError, FileNotFoundError) as e:
             error = str(e)
     if fsdp:  # the other processes need the grown architecture (and any error, not to wait forever)
@@ -569,6 +589,11 @@ def elapsed():  # seconds of training behind the current model, its sources' inc
 
 fpt = raw_model.flops_per_token()
 evaluated_at = iter_num if init_from == 'resume' and not eval_only else -1  # a run is saved right after an eval
+try:
+    prof = start_profile(os.path.join(out_dir, 'profile'), profile_start, profile_steps, device_type, say) \
+        if profile and master_process else None
+except ValueError as e:
+    sys.exit(f"error: {e}")
 pbar = tqdm(total=max_iters, initial=iter_num, disable=None if master_process and progress else True, dynamic_ncols=True)
 t_log, tokens_log = time.time(), 0
 while True:
@@ -623,6 +648,8 @@ while True:
 
     # forward, backward, update
     loss = train_step()
+    if prof:
+        prof.step()
     tokens_seen += tokens_per_iter
     flops_spent += tokens_per_iter * fpt
     tokens_log += tokens_per_iter
@@ -646,5 +673,7 @@ while True:
     iter_num += 1
 
 pbar.close()
+if prof:
+    prof.stop()  # writes the window if the run ended inside it
 if ddp:
     dist.destroy_process_group()

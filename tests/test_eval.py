@@ -175,6 +175,12 @@ def test_mc_scores_choices(repo, tmp_path):
         hits_norm += int(np.argmax([s / len(c) for s, c in zip(lp, ex['choices'])])) == ex['label']
     assert res['predictions'][0]['pred'] == 1
     assert res['n'] == 3 and res['acc'] == pytest.approx(hits / 3) and res['acc_norm'] == pytest.approx(hits_norm / 3)
+    scores = lambda *opts: [x for p in json.loads(run(repo, 'mc', ck, '--file', f, '--json', *opts).stdout)['predictions']
+                            for x in p['logprobs']]
+    for batch_size in ('1', '4'):  # pairs per forward, across examples: the same scores
+        assert scores('--batch_size', batch_size) == pytest.approx([x for p in res['predictions'] for x in p['logprobs']], abs=1e-5)
+    lp32, lp16 = scores('--dtype', 'float32'), scores('--dtype', 'bfloat16')
+    assert lp16 != lp32 and lp16 == pytest.approx(lp32, abs=0.2)  # bf16 autocast ran: rounded, close
 
 
 def test_ppl_under_torchrun_matches_one_process(repo, data, tmp_path):

@@ -400,6 +400,34 @@ def test_lesa_predicts_in_the_orthonormal_svd_basis(monkeypatch):
             assert torch.allclose(got, want, atol=1e-5, rtol=1e-4), (name, block)
 
 
+class Seen(Exception):
+    pass
+
+
+def test_operators_that_train_run_on_the_given_device(monkeypatch):
+    """LiGO's operator (its maps, tables and the sources it reads) and LESA's SVD inputs and predictors live on
+    grow()'s run.device: the meta device here (no GPU needed); a spy records the devices and stops the work."""
+    import ligo
+    seen = {}
+
+    def ligo_spy(op, recompute=False):
+        seen['ligo'] = {t.device.type for t in [*op.parameters(), *(v for l in op.layers for d in l for v in d.values())]}
+        raise Seen
+
+    def lesa_spy(V, hidden, *args):
+        seen['lesa'] = {V.device.type}
+        raise Seen
+
+    monkeypatch.setattr(ligo.LiGO, 'tensors', ligo_spy)
+    monkeypatch.setattr(lesa, 'fit_predictor', lesa_spy)
+    batches = iter([(IDX, IDX)])
+    with pytest.raises(Seen):
+        grow([make(0)], 'ligo', batches=batches, run=G.Run('meta'), n_layer=8, ligo_steps=1)
+    with pytest.raises(Seen):
+        grow([make(0)], 'lesa', run=G.Run('meta'))
+    assert seen == {'ligo': {'meta'}, 'lesa': {'meta'}}
+
+
 def test_lesa_beats_duplication_on_a_trained_model(shared):
     """A 6-layer char model trained briefly on Shakespeare. LESA's predicted layers must start lower
     than duplicating a neighbour into the same places. (`random` insertion is not the bar: GPT-2's init
@@ -446,7 +474,7 @@ def test_lesa_beats_duplication_on_a_trained_model(shared):
 def test_registry_declares_every_option_and_validates_up_front(monkeypatch):
     for name, m in G.METHODS.items():  # the declared options are exactly what the function takes
         params = inspect.signature(m.build).parameters
-        own = {n for n, p in params.items() if n not in ('src', 'batches', 'head_from') and p.kind == p.POSITIONAL_OR_KEYWORD}
+        own = {n for n, p in params.items() if n not in ('src', 'batches', 'head_from', 'run') and p.kind == p.POSITIONAL_OR_KEYWORD}
         dups = set(G.DUPLICATES) if any(p.kind == p.VAR_KEYWORD for p in params.values()) else set()
         assert set(m.options) == own | dups, name
     with pytest.raises(ValueError, match="unknown growth method 'stak'"):
@@ -529,6 +557,8 @@ def test_cli_bad_inputs_fail_in_one_line_without_output(tmp_path, repo):
         'one-source method': (['--method', 'lesa', a, b], 'takes one source'),
         'unknown source name': (['--method', 'map', '--map', 'c:0', a, b], 'unknown source'),
         'data for a method without': (['--method', 'stack', '--data', tmp_path, a], '--data does not apply'),
+        'unavailable device': (['--method', 'lesa', '--device', 'cuda:7', a], "device 'cuda:7'") if not torch.cuda.is_available()
+        else (['--method', 'lesa', '--device', 'gpu', a], 'device must be'),
     }
     procs = {name: subprocess.Popen([sys.executable, 'grow.py', '--out', out, *map(str, args)], cwd=repo,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -66,6 +66,7 @@ def test_runs_every_arm_and_seed_then_skips_them(tmp_path, monkeypatch, capsys):
     assert [(r['arm'], r['seed']) for r in rows] == [('scratch', '1'), ('scratch', '2'), ('fast', '1'), ('fast', '2')]
     assert all(float(r['sp@final']) > 0.5 for r in rows if r['arm'] == 'fast')  # twice as fast: sp = +100% at the end
     assert '| fast (sp) |' in out and (tmp_path / 'results' / 'demo.png').exists()
+    assert 'runs: 1 done, 1 running, 2 to go, ETA ~' in out and 'runs: 4 done, 0 running, 0 to go, ETA ~0 min' in out
 
     (tmp_path / 'results' / 'demo.csv').unlink()
     code, out = call(tmp_path, monkeypatch, capsys, '--jobs', '1')  # all finished: nothing runs again
@@ -74,6 +75,14 @@ def test_runs_every_arm_and_seed_then_skips_them(tmp_path, monkeypatch, capsys):
     (tmp_path / 'results' / 'demo.csv').unlink()
     code, out = call(tmp_path, monkeypatch, capsys, '--table')
     assert code == 0 and len(summary(tmp_path)) == 4
+
+
+def test_eta_counts_each_run_at_its_arms_recorded_mean():
+    walls = {'a': [10.0, 20.0], 'b': [100.0]}
+    running = [{'arm': 'b', 't0': time.time() - 30}]  # 70 s left of b's 100
+    left = study.eta([{'arm': 'a'}, {'arm': 'new'}], running, walls, jobs=2)  # a: 15 s, an untimed arm: the mean 130/3
+    assert left == pytest.approx((15 + 130 / 3 + 70) / 2, abs=0.5)
+    assert study.eta([{'arm': 'a'}], [], {}, jobs=1) is None
 
 
 def test_resumes_unfinished_runs_and_restarts_runs_without_checkpoint(tmp_path, monkeypatch, capsys):

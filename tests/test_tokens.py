@@ -91,6 +91,48 @@ def test_every_document_once_and_resume_after_a_stop_and_a_crash(repo, shared, t
     assert p.returncode != 0 and p.stderr.startswith('error:') and 'shard_tokens' in p.stderr and len(p.stderr.splitlines()) == 1
 
 
+def test_resume_reads_no_finished_document_again(repo, shared, tmp_path):
+    """A local jsonl stream of five files; a crash during a shard of the fourth file leaves the state file of its
+    last finished shard (what --max_shards leaves, plus a half-written temp file). The resumed run starts from the
+    stream's saved position: the first two files, garbled meanwhile, are never read again (prepare.py once re-read
+    every earlier document; datasets reopens at most the file before the current one, to skip to the position), and
+    the shards are those of one uninterrupted run."""
+    rng = np.random.default_rng(1)
+    words = 'a web page about cats dogs and the weather in spring with many short words'.split()
+    files = []
+    for f in range(5):
+        files.append(str(tmp_path / f'part{f}.jsonl'))
+        with open(files[-1], 'w') as fh:
+            for _ in range(40):
+                fh.write(json.dumps({'text': ' '.join(rng.choice(words, size=rng.integers(5, 30)))}) + '\n')
+    opts = ['--shard_tokens', '200']
+    full = tmp_path / 'full'
+    assert prepare(repo, files, full, *opts).returncode == 0
+    meta = json.loads((full / 'meta.json').read_text())
+    eot = get_tokenizer(meta).eot
+    ends, docs = [], 0  # documents finished at the end of each shard, in writing order (val first)
+    for split in ('val', 'train'):
+        for shard in meta['shards'][split]:
+            docs += int((np.fromfile(full / shard['file'], dtype=np.uint16) == eot).sum())
+            ends.append(docs)
+    k = next(i for i, n in enumerate(ends) if n > 130) + 1  # the first shard ending inside the fourth file
+    assert 130 < ends[k - 1] < 160 and k < len(ends)
+    out = tmp_path / 'out'
+    p = prepare(repo, files, out, *opts, '--max_shards', str(k))
+    assert p.returncode == 0 and 'run the same command again' in p.stdout, p.stderr
+    state = json.loads((out / 'prepare_state.json').read_text())
+    assert state['doc'] > 130 and state['stream'] is not None
+    (out / f"train_{len(state['shards']['train']):06d}.bin.tmp").write_bytes(b'\x00' * 7)  # the crash's leftover
+    with open(files[0], 'w') as fh:  # other, fewer documents (the stream infers its columns from the first file)
+        fh.write('{"text": "not one of the documents"}\n' * 10)
+    with open(files[1], 'w') as fh:
+        fh.write('not json: any read of it fails\n')
+    p = prepare(repo, files, out, *opts)
+    assert p.returncode == 0, p.stderr
+    assert shard_files(out) == shard_files(full)
+    assert all((out / f).read_bytes() == (full / f).read_bytes() for f in shard_files(full))
+
+
 def test_bad_input_is_one_line_error(repo, shared, tmp_path):
     p = prepare(repo, [str(tmp_path / 'nope.parquet')], tmp_path / 'out')
     assert p.returncode != 0 and p.stderr.startswith('error:') and len(p.stderr.splitlines()) == 1

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from checkpoint import build_model, load_checkpoint, run_checkpoint
+from conftest import require
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}  # tiny models: one thread is faster, and far faster on a busy machine
@@ -385,3 +386,102 @@ def test_sharded_run_survives_a_dead_rank_and_a_kill_during_a_save(repo, data, t
         assert abs(g[2] - w[2]) <= 5e-4 * abs(w[2]), (g, w)
     assert saved_iter() == 12
     assert [n for n in os.listdir(out) if n.startswith('last.dcp.')] == [os.readlink(link)]  # the half ones removed
+
+
+def test_growth_operator_runs_on_the_runs_device(repo, data, tmp_path):
+    """train.py hands its device to the growth operator (grow.Run, which LiGO's and LESA's tensors follow:
+    tests/test_grow.py): a shim around grow.grow records the Run it is given."""
+    shim = ("import json, os, runpy, sys, grow\n"
+            "real = grow.grow\n"
+            "def spy(*a, run=None, **k):\n"
+            "    open(os.environ['SPY'], 'w').write(json.dumps(run and [run.device, run.progress]))\n"
+            "    return real(*a, run=run, **k)\n"
+            "grow.grow = spy\n"
+            "sys.argv = ['train.py', *sys.argv[1:]]\n"
+            "runpy.run_path('train.py', run_name='__main__')\n")
+    grow = ['--grow_at_iter=4', '--grow_method=ligo', "--grow_options={'n_layer': 4, 'ligo_steps': 1}", '--max_iters=5']
+    train(repo, data, tmp_path, *grow, '--device=cpu', cmd=(sys.executable, '-c', shim), env={'SPY': str(tmp_path / 'run.json')})
+    assert json.loads((tmp_path / 'run.json').read_text()) == ['cpu', False]  # TINY has --progress=False
+
+
+def wandb_history(out_dir):
+    """{(step, key): value} from an offline wandb run's transaction log (out_dir/wandb/offline-run-*/run-*.wandb):
+    a 7-byte W&B header, then a LevelDB-style log (32 KiB blocks of chunks: crc32 (4 bytes), length (2), type (1:
+    full, 2: first, 3: middle, 4: last)) of wandb's protobuf Records."""
+    from wandb.proto import wandb_internal_pb2 as pb
+    [path] = Path(out_dir).glob('wandb/offline-run-*/run-*.wandb')
+    data, pos, parts, rows = path.read_bytes(), 7, b'', {}
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], 'little'), data[pos + 6]
+        parts += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = pb.Record.FromString(parts)
+            parts = b''
+            if record.WhichOneof('record_type') == 'history':
+                for item in record.history.item:
+                    key = item.key or '/'.join(item.nested_key)
+                    if not key.startswith('_'):
+                        rows[(record.history.step.num, key)] = json.loads(item.value_json)
+    return rows
+
+
+def test_trackers_get_every_log_record(repo, data, tmp_path):
+    """wandb_log (offline) and tensorboard_log: every record of log.jsonl (model, train, eval, grow), read back
+    with each tracker's own reader; a tracker asked for but not installed is a one-line error."""
+    require('wandb')
+    require('tensorboard')
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tracking import entries
+    train(repo, data, tmp_path, '--grow_at_iter=4', '--wandb_log=True', '--tensorboard_log=True',
+          env={'WANDB_MODE': 'offline', 'WANDB_SILENT': 'true'})
+    numbers, texts = [], []
+    for r in records(tmp_path):
+        step, n, t = entries(r)
+        numbers += [(key, step, value) for key, value in n.items()]
+        texts += [(key, step, value) for key, value in t.items()]
+    kinds = {r['type'] for r in records(tmp_path)}
+    assert kinds == {'model', 'train', 'eval', 'grow'} and ('grow/method', 4, 'stack') in texts
+    assert {'train/loss', 'eval/val_loss', 'grow/params_after', 'model/params_unique', 'tokens', 'lr'} <= {k for k, *_ in numbers}
+
+    tb = EventAccumulator(str(tmp_path / 'tensorboard'), size_guidance={'scalars': 0, 'tensors': 0})
+    tb.Reload()
+    got = sorted((key, e.step, e.value) for key in tb.Tags()['scalars'] for e in tb.Scalars(key))
+    assert [(k, s) for k, s, _ in got] == sorted((k, s) for k, s, _ in numbers)
+    want = sorted(numbers)
+    assert all(abs(v - w[2]) <= 1e-6 * max(1.0, abs(w[2])) for (_, _, v), w in zip(got, want))  # float32 in TensorBoard
+    assert {t.split('/text_summary')[0] for t in tb.Tags()['tensors']} == {k for k, *_ in texts}
+
+    last = {(step, key): value for key, step, value in numbers + texts}  # wandb: one row per step, the last value wins
+    assert wandb_history(tmp_path) == last
+
+    shim = "import sys, runpy; sys.modules['wandb'] = None; sys.argv = ['train.py', *sys.argv[1:]]; runpy.run_path('train.py')"
+    p = train(repo, data, tmp_path / 'missing', '--wandb_log=True', cmd=(sys.executable, '-c', shim), check=False)
+    assert p.returncode != 0 and p.stderr.strip().splitlines()[-1].startswith('error: wandb_log=True needs the wandb package')
+
+
+def test_profile_writes_a_trace_and_a_per_op_table_and_changes_no_number(repo, data, straight, tmp_path):
+    """profile=True: a window of steps under torch.profiler -> a Chrome/Perfetto trace, the per-op table (time,
+    FLOPs, memory) and ops.json, which bench.py summarises; the run's numbers are the unprofiled run's."""
+    from profiling import summary
+    p = train(repo, data, tmp_path, '--profile=True', '--profile_start=1', '--profile_steps=2')
+    assert losses(tmp_path) == losses(straight)
+    prof = tmp_path / 'profile'
+    [trace] = prof.glob('*.pt.trace.json')
+    events = json.loads(trace.read_text())['traceEvents']
+    assert sum(e.get('name') == 'ProfilerStep#3' for e in events) == 1 and any(e.get('name') == 'aten::mm' for e in events)
+    header = (prof / 'ops.txt').read_text().splitlines()[1]
+    assert all(column in header for column in ('Self CPU %', 'CPU total', 'Self CPU Mem', '# of Calls', 'FLOPs'))
+    ops = {o['name']: o for o in json.loads((prof / 'ops.json').read_text())['ops']}
+    assert ops['aten::mm']['flops'] > 0 and ops['aten::mm']['self_cpu_us'] > 0 and ops['aten::mm']['calls'] > 0
+    assert f"profile: 2 steps in {prof}" in p.stderr
+    header, rows, totals = summary(prof)
+    assert totals['steps'] == 2 and totals['gflop_per_step'] > 0 and len(rows) == 15 and 'aten::mm' in [r[0] for r in rows]
+    b = subprocess.run([sys.executable, 'bench.py', '--only=profile', f'--profile_dir={prof}'], cwd=repo, env=ENV,
+                       capture_output=True, text=True, timeout=120)
+    assert b.returncode == 0 and '| aten::mm |' in b.stdout, b.stderr[-2000:]
+    bad = train(repo, data, tmp_path / 'bad', '--profile=True', '--profile_steps=0', check=False)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1] == 'error: profile_steps must be an integer >= 1, got 0'

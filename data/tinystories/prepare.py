@@ -11,6 +11,7 @@ tokenized in parallel, written as train.bin / val.bin (uint16) + meta.json.
   use, make small models several times faster than the 50k-token GPT-2 head; or
   --tokenizer llama2c --tokenizer_path tok512.bin (BOS before each story, as llama2.c pretokenizes) so
   llama2.c models such as stories260K can be evaluated on the same text.
+- not resumable (data/web/prepare.py is): it takes seconds to minutes, a rerun starts over.
 e.g. python data/tinystories/prepare.py --input ../shared/data/tinystories/train.txt ../shared/data/tinystories/valid.txt
      python data/tinystories/prepare.py --vocab_size 4096 --input ../shared/data/tinystories/train.txt ../shared/data/tinystories/valid.txt
 """
