@@ -246,6 +246,15 @@ def sweep_summary(rows, n_src, base_ppl):
             } | {'better than base': sum(r['ppl'] < base_ppl for r in rows)}
 
 
+def text_lines(path, flag):
+    """The lines of a text file given as `flag`, or one ValueError naming it (a directory, binary, unreadable)."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            return f.readlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{flag} {path}: cannot read it as text ({getattr(e, 'strerror', None) or e})") from None
+
+
 def sweep_maps(args, n_src):
     """-> [(label, map)] from --maps, --maps_file and --generate, duplicates dropped (a non-empty label wins)."""
     maps = {}
@@ -255,12 +264,7 @@ def sweep_maps(args, n_src):
     for i, s in enumerate(args.maps.split(';') if args.maps else []):
         add('', parse_layer_map(s, n_src, f"--maps entry {i + 1}"))
     if args.maps_file:
-        try:
-            with open(args.maps_file, encoding='utf-8') as f:
-                lines = f.readlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"--maps_file {args.maps_file}: cannot read it as text ({getattr(e, 'strerror', None) or e})") from None
-        for lineno, line in enumerate(lines, 1):
+        for lineno, line in enumerate(text_lines(args.maps_file, '--maps_file'), 1):
             if line.split('#')[0].strip():
                 add('', parse_layer_map(line.split('#')[0], n_src, f"{args.maps_file}:{lineno}"))
     for kind in args.generate.split(',') if args.generate else []:
@@ -448,12 +452,7 @@ def cmd_mc(args):
     if not os.path.isfile(args.file):
         raise FileNotFoundError(f"--file {args.file}: no such file")
     examples = []
-    try:
-        with open(args.file, encoding='utf-8') as f:
-            lines = f.readlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"--file {args.file}: cannot read it as text ({getattr(e, 'strerror', None) or e})") from None
-    for lineno, line in enumerate(lines, 1):
+    for lineno, line in enumerate(text_lines(args.file, '--file'), 1):
         if line.strip():
             try:
                 ex = json.loads(line)
